@@ -1,0 +1,1 @@
+"""Learners: Hierarchical Advantage Estimation, HiPER's hierarchical PPO and the baselines."""
