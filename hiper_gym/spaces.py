@@ -16,11 +16,13 @@ TEXT_CHARSET: str = string.printable + "".join(
 DEFAULT_MAX_TEXT_LENGTH = 8192
 
 
-def text_space(max_length: int = DEFAULT_MAX_TEXT_LENGTH, *, seed: int | None = None) -> spaces.Text:
+def text_space(
+    max_length: int = DEFAULT_MAX_TEXT_LENGTH, *, seed: int | None = None
+) -> spaces.Text:
     """A ``Text`` space that accepts sentences, punctuation, non-ASCII text and the empty string.
 
-    Gymnasium's default ``Text`` charset is alphanumeric only, so ``check_env`` rejects any sentence;
-    this one holds printable ASCII and the non-ASCII Basic Multilingual Plane.
+    Gymnasium's default ``Text`` charset is alphanumeric only, so ``check_env`` rejects any
+    sentence; this one holds printable ASCII and the non-ASCII Basic Multilingual Plane.
 
     Args:
         max_length: The longest string in the space, in characters.
