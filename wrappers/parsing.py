@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: Flavours and their §1.3 constants: (tail length of the action fallback, stored switch value
 #: when the switch content is neither KEEP nor SWITCH).
@@ -42,6 +43,9 @@ _CJK_PATTERN = re.compile(r"[\u4e00-\u9fff]")
 _CLOSER_PREFIXES: dict[str, str] = {"switch": "", "subgoal": "].)", "action": "].)"}
 
 FLAVORS: tuple[str, ...] = tuple(_FLAVOR_TAIL_LENGTH)
+
+#: Response styles: HiPER's three blocks, or a flat (ReAct-style) response with ``<action>`` only.
+STYLES: tuple[str, ...] = ("plan_execute", "flat")
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ def parse_response(
     *,
     current_subgoal: str | None = None,
     flavor: str = "alfworld",
+    style: str = "plan_execute",
     tail_length: int | None = None,
 ) -> ParsedResponse:
     """Parse one Plan-Execute response with the authors' exact rules.
@@ -165,6 +170,10 @@ def parse_response(
         current_subgoal: The subgoal in force before this turn (``None`` at turn 0). KEEP copies it.
         flavor: ``"alfworld"`` or ``"webshop"``; selects the fallback tail length, the stored
             invalid switch value and the missing-switch subgoal (§1.3).
+        style: ``"plan_execute"`` applies every rule above. ``"flat"`` reads a baseline's
+            ReAct-style response: only the ``<action>`` block and the CJK rule decide
+            ``format_valid``, ``switch`` is ``""``, the subgoal stays ``current_subgoal`` (or
+            ``""``) and no turn is marked as a boundary. The blocks are still reported.
         tail_length: Characters of the lower-cased response sent as the action when the
             ``<action>`` block is missing; ``None`` uses the flavour's 30 (ALFWorld) or 20
             (WebShop).
@@ -173,7 +182,7 @@ def parse_response(
         The parsed response. Never raises on malformed text: problems clear ``format_valid``.
 
     Raises:
-        ValueError: If ``flavor`` is unknown or ``tail_length`` is not positive.
+        ValueError: If ``flavor`` or ``style`` is unknown or ``tail_length`` is not positive.
         TypeError: If ``response`` is not a string.
 
     Example:
@@ -192,6 +201,8 @@ def parse_response(
         raise TypeError(f"response must be a str, got {type(response).__name__}")
     if flavor not in _FLAVOR_TAIL_LENGTH:
         raise ValueError(f"unknown flavor {flavor!r}; expected one of {FLAVORS}")
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
     if tail_length is None:
         tail_length = _FLAVOR_TAIL_LENGTH[flavor]
     if tail_length <= 0:
@@ -208,6 +219,18 @@ def parse_response(
     else:
         action = response.lower()[-tail_length:]
         format_valid = False
+
+    if style == "flat":
+        return ParsedResponse(
+            action=action,
+            switch="",
+            subgoal=current_subgoal or "",
+            format_valid=format_valid and not _CJK_PATTERN.search(response),
+            is_new_segment_marker=False,
+            switch_block=switch_block,
+            subgoal_block=subgoal_block,
+            action_block=action_block,
+        )
 
     # §1.3 rule 2: the stored switch value and the validity of the switch/subgoal blocks.
     switch_text = switch_block.text.upper() if switch_block is not None else ""
@@ -259,3 +282,18 @@ def segment_starts(is_new_segment_markers: Sequence[bool]) -> list[int]:
     if not is_new_segment_markers:
         return []
     return [0] + [turn for turn, marked in enumerate(is_new_segment_markers) if turn and marked]
+
+
+def env_flavor(env: Any) -> str:
+    """The parsing and prompt flavour of an env: ``"webshop"`` if its id or class says WebShop.
+
+    Args:
+        env: A Gymnasium env, possibly wrapped.
+
+    Returns:
+        ``"webshop"`` when the registered id or the unwrapped class name contains "webshop"
+        (case-insensitive), else ``"alfworld"``.
+    """
+    spec = getattr(env, "spec", None)
+    names = [getattr(spec, "id", "") or "", type(getattr(env, "unwrapped", env)).__name__]
+    return "webshop" if any("webshop" in name.lower() for name in names) else "alfworld"

@@ -349,3 +349,23 @@ def test_any_text_parses_without_error(text, flavor):
 )
 def test_segment_starts(markers, starts):
     assert segment_starts(markers) == starts
+
+
+@pytest.mark.parametrize(
+    ("response", "action", "valid"),
+    [
+        ("Thought: get the key.\n<action>Take Key</action>", "take key", True),
+        ("<action>take key</action> 好", "take key", False),
+        ("take key", "take key", False),
+        (respond("SWITCH", "ignored", "look"), "look", True),
+    ],
+)
+def test_flat_style_needs_only_the_action_block(response, action, valid):
+    parsed = parse_response(response, style="flat", current_subgoal=None)
+    assert (parsed.action, parsed.format_valid) == (action, valid)
+    assert (parsed.switch, parsed.subgoal, parsed.is_new_segment_marker) == ("", "", False)
+
+
+def test_unknown_style_is_rejected():
+    with pytest.raises(ValueError, match="unknown style"):
+        parse_response("x", style="cot")

@@ -1,0 +1,111 @@
+"""Fixtures for the wrapper tests: a tiny real text env (for env-agnosticism) and ALFWorld."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from hiper_gym.spaces import text_space
+
+
+class KeyDoorTextEnv(gym.Env[str, str]):
+    """A three-command text game: take the key, open the door, leave through it.
+
+    The exit direction (north or south) is drawn from the env's RNG at reset, so seeds matter.
+    ``info`` carries ``admissible_commands``, ``task`` and ``won`` like the suite's text envs.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, max_steps: int = 20) -> None:
+        self.observation_space = text_space(512)
+        self.action_space = text_space(512)
+        self.max_steps = max_steps
+        self._direction = "north"
+        self._has_key = self._door_open = False
+        self._steps = 0
+
+    def _admissible(self) -> list[str]:
+        commands = ["look"]
+        if not self._has_key:
+            commands.append("take key")
+        elif not self._door_open:
+            commands.append("open door")
+        else:
+            commands.append(f"go {self._direction}")
+        return sorted(commands)
+
+    def _info(self, won: bool = False) -> dict[str, Any]:
+        return {
+            "admissible_commands": self._admissible(),
+            "task": f"leave the room to the {self._direction}",
+            "won": won,
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._direction = "north" if self.np_random.random() < 0.5 else "south"
+        self._has_key = self._door_open = False
+        self._steps = 0
+        task = self._info()["task"]
+        return f"You are in a room with a key and a door.\n\nYour task is to: {task}.", self._info()
+
+    def step(self, action: str):
+        self._steps += 1
+        won = False
+        if action not in self._admissible():
+            obs = "Nothing happens."
+        elif action == "take key":
+            self._has_key, obs = True, "You take the key."
+        elif action == "open door":
+            self._door_open, obs = True, f"You open the door to the {self._direction}."
+        elif action.startswith("go "):
+            won, obs = True, "You leave the room. You won!"
+        else:
+            obs = "You are in a room with a door."
+        truncated = not won and self._steps >= self.max_steps
+        return obs, float(won), won, truncated, self._info(won)
+
+
+if "KeyDoorText-v0" not in gym.registry:
+    gym.register("KeyDoorText-v0", entry_point=KeyDoorTextEnv)
+
+
+#: Gymnasium's checker always warns that a wrapped env differs from ``env.unwrapped``; checking
+#: wrappers is our point, so that one warning is expected and every other one fails the test.
+_WRAPPED_ENV_WARNING = "is different from the unwrapped version"
+
+
+def check_env_without_warnings(env: gym.Env) -> None:
+    """Run Gymnasium's ``check_env`` and fail on any warning but the wrapped-env notice."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env, skip_render_check=True)
+    unexpected = [str(w.message) for w in caught if _WRAPPED_ENV_WARNING not in str(w.message)]
+    assert not unexpected, unexpected
+
+
+@pytest.fixture
+def checked_env():
+    return check_env_without_warnings
+
+
+@pytest.fixture
+def key_door_env() -> KeyDoorTextEnv:
+    return KeyDoorTextEnv()
+
+
+@pytest.fixture(scope="session")
+def alfworld_available() -> bool:
+    import hiper_gym  # noqa: F401
+
+    try:
+        env = gym.make("HiPER-ALFWorld-v0")
+    except Exception as error:  # noqa: BLE001 - any failure means the env has not landed
+        pytest.skip(f"HiPER-ALFWorld-v0 not available yet: {error}")
+    env.close()
+    return True
