@@ -1,0 +1,89 @@
+"""The real ALFWorld engine: TextWorld's ``PddlEnv`` (Fast Downward) with ALFWorld's name demangler.
+
+This is spec §3's *direct path* (``AlfredDemangler(PddlEnv(infos))``): one engine per loaded game,
+so that a repeated reset of the same game only re-initialises the PDDL state instead of re-reading
+and re-parsing the game file as ``textworld.gym`` does on every reset.
+
+Importing ``alfworld`` normally creates ``~/.cache/alfworld`` and sets ``ALFWORLD_DATA`` for the
+whole process; this module imports it without either side effect.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+
+def _import_engine_quietly() -> tuple[Any, ...]:
+    """Import alfworld/textworld without letting ``alfworld.info`` create or export a data dir."""
+    previous = os.environ.get("ALFWORLD_DATA")
+    if previous is None:
+        # An existing directory, so ``alfworld.utils.mkdirs`` creates nothing.
+        os.environ["ALFWORLD_DATA"] = tempfile.gettempdir()
+    try:
+        import textworld
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+        from alfworld.agents.expert import HandCodedTWAgent
+        from textworld.envs import PddlEnv
+    finally:
+        if previous is None:
+            os.environ.pop("ALFWORLD_DATA", None)
+    return textworld, AlfredDemangler, HandCodedTWAgent, PddlEnv
+
+
+textworld, AlfredDemangler, HandCodedTWAgent, PddlEnv = _import_engine_quietly()
+
+#: The engine's game state: a dict with ``feedback``, ``admissible_commands``, ``won``, ...
+GameState = dict[str, Any]
+
+
+class LoadedGame:
+    """A game loaded into an engine that holds its own copy of Fast Downward's library.
+
+    Each ``PddlEnv`` copies and ``dlopen``s ``libdownward.so``, and unloading it again is not safe
+    (``dlclose`` of that C++ library crashes later loads), so engines are reused: :meth:`load`
+    puts another game into this engine instead of making a new one.
+
+    Args:
+        content: The parsed ``game.tw-pddl`` JSON.
+        with_facts: Whether states carry the human-readable ``facts`` list (the handcoded expert
+            reads it; it costs a few milliseconds per step).
+
+    Example:
+        >>> from hiper_gym.alfworld.data import EMBEDDED_GAMES_DIR, index_games, read_game
+        >>> game = LoadedGame(read_game(index_games(EMBEDDED_GAMES_DIR)[0]).content)
+        >>> state = game.reset()
+        >>> state["feedback"].startswith("-= Welcome to TextWorld, ALFRED! =-")
+        True
+    """
+
+    def __init__(self, content: dict[str, Any], with_facts: bool = False) -> None:
+        self._engine = AlfredDemangler(PddlEnv(textworld.EnvInfos()), shuffle=False)
+        self.load(content, with_facts)
+
+    def load(self, content: dict[str, Any], with_facts: bool = False) -> None:
+        """Load a game into this engine, replacing the one it held."""
+        self._engine.unwrapped.request_infos = textworld.EnvInfos(
+            won=True, admissible_commands=True, facts=with_facts
+        )
+        self._engine.load(content)
+
+    def reset(self) -> GameState:
+        """Put the game back in its initial state (re-translates the PDDL problem)."""
+        return _without_help(self._engine.reset())
+
+    def step(self, command: str) -> GameState:
+        """Apply one command; the engine answers "Nothing happens." to one it does not know."""
+        state, _, _ = self._engine.step(command)
+        return _without_help(state)
+
+
+def _without_help(state: GameState) -> GameState:
+    """Drop ``help`` from the admissible commands: it lists the verbs and never changes the game.
+
+    The engine matches commands against its private ``_valid_commands``, so editing this list in
+    place changes nothing it relies on.
+    """
+    state["admissible_commands"] = [c for c in state["admissible_commands"] if c != "help"]
+    return state
