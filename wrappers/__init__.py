@@ -13,14 +13,28 @@ from .parsing import (
     segment_starts,
 )
 from .plan_execute import PlanExecute
+from .prompt_observation import PromptObservation
+from .prompts import (
+    TEMPLATE_FIELDS,
+    PromptBuilder,
+    PromptTemplate,
+    default_template,
+    format_admissible_actions,
+)
 
 __all__ = [
     "FLAVORS",
     "STYLES",
+    "TEMPLATE_FIELDS",
     "Block",
     "ParsedResponse",
     "PlanExecute",
+    "PromptBuilder",
+    "PromptObservation",
+    "PromptTemplate",
+    "default_template",
     "env_flavor",
+    "format_admissible_actions",
     "parse_response",
     "segment_starts",
 ]

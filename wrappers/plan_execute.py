@@ -11,7 +11,7 @@ from hiper_gym.spaces import DEFAULT_MAX_TEXT_LENGTH, text_space
 from .parsing import FLAVORS, STYLES, env_flavor, parse_response
 
 
-class PlanExecute(gym.Wrapper[Any, str, Any, str]):
+class PlanExecute(gym.Wrapper[Any, str, Any, str], gym.utils.RecordConstructorArgs):
     """Turn a text env into a Plan-Execute env: the action is the policy's whole response text.
 
     Each ``step`` parses the response with :func:`~hiper_gym.wrappers.parse_response` (the
@@ -66,6 +66,13 @@ class PlanExecute(gym.Wrapper[Any, str, Any, str]):
                 block is missing; ``None`` uses the flavour's default (30 ALFWorld, 20 WebShop).
             max_response_length: Longest response accepted by the action space, in characters.
         """
+        gym.utils.RecordConstructorArgs.__init__(
+            self,
+            flavor=flavor,
+            style=style,
+            tail_length=tail_length,
+            max_response_length=max_response_length,
+        )
         super().__init__(env)
         self.flavor = env_flavor(env) if flavor is None else flavor
         if self.flavor not in FLAVORS:

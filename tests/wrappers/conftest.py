@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -99,13 +100,33 @@ def key_door_env() -> KeyDoorTextEnv:
     return KeyDoorTextEnv()
 
 
-@pytest.fixture(scope="session")
-def alfworld_available() -> bool:
+#: The real ALFWorld sample shared with the project, used only if the embedded games are absent.
+SHARED_ALFWORLD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alfworld"
+
+
+def make_alfworld(**kwargs: Any) -> gym.Env:
+    """``gym.make("HiPER-ALFWorld-v0", **kwargs)`` on the embedded games (the shared sample if the
+    embedded games are not there yet); skips the test when neither exists."""
     import hiper_gym  # noqa: F401
+    from hiper_gym.alfworld.data import GameDataError
 
     try:
-        env = gym.make("HiPER-ALFWorld-v0")
-    except Exception as error:  # noqa: BLE001 - any failure means the env has not landed
-        pytest.skip(f"HiPER-ALFWorld-v0 not available yet: {error}")
-    env.close()
-    return True
+        return gym.make("HiPER-ALFWorld-v0", **kwargs)
+    except GameDataError:
+        if not SHARED_ALFWORLD.is_dir():
+            pytest.skip("no ALFWorld games: neither embedded nor in ../shared/data")
+        return gym.make("HiPER-ALFWorld-v0", data_dir=str(SHARED_ALFWORLD), **kwargs)
+
+
+@pytest.fixture
+def alfworld():
+    """A factory of ALFWorld envs, closed after the test."""
+    made: list[gym.Env] = []
+
+    def factory(**kwargs: Any) -> gym.Env:
+        made.append(make_alfworld(**kwargs))
+        return made[-1]
+
+    yield factory
+    for env in made:
+        env.close()
