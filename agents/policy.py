@@ -1,0 +1,242 @@
+"""The LLM policy and critic as RL objects: sampling, per-token log-probs, value read-outs.
+
+One training sample is one turn: its prompt (chat template applied) and the response the actor
+wrote. A batch of turns is laid out with prompts left-padded to a common length ``P`` and
+responses right-padded to ``R``::
+
+    [pad pad p0 p1 ... p_{P-1} | r0 r1 ... r_{n-1} pad pad]
+                        ^ P-1    ^ P
+
+so response token ``j`` sits at column ``P + j`` and is predicted by the hidden state at column
+``P + j - 1`` for every row. Position ids count only real tokens, as ``generate`` does with left
+padding, so the log-probs of a training forward equal the sampling ones.
+
+Value read-outs (§2.2): the high and term heads at the last prompt token (column ``P - 1``), the
+low head at the last token of the ``</subgoal>`` tag (column ``P + k``; ``k = -1`` is the last
+prompt token), i.e. the value "at the first response token after ``</subgoal>``".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from hiper_gym.agents.constrained import PlanExecuteLogitsProcessor, ResponseState
+from hiper_gym.agents.models import VALUE_HIGH, VALUE_LOW, VALUE_TERM, SharedValueHead
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+#: Logit given to tokens outside the constrained grammar: finite, so ``p * log p`` is 0, not NaN.
+MASKED_LOGIT = -1e9
+
+
+@dataclass
+class TurnBatch:
+    """Padded tensors of a batch of turns (see the module docstring for the layout).
+
+    Attributes:
+        input_ids: ``[B, P + R]`` prompt and response ids.
+        attention_mask: ``[B, P + R]`` 1 on real tokens.
+        position_ids: ``[B, P + R]`` positions counting real tokens only.
+        response_mask: ``[B, R]`` 1 on real response tokens.
+        prompt_length: ``P``.
+        low_value_index: ``[B]`` response index ``k`` of the low-head read-out (-1 = last prompt
+            token).
+        allowed: ``[B, R, V]`` bool grammar masks when decoding was constrained, else ``None``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    response_mask: torch.Tensor
+    prompt_length: int
+    low_value_index: torch.Tensor
+    allowed: torch.Tensor | None = None
+
+    @property
+    def response_length(self) -> int:
+        """``R``."""
+        return self.input_ids.shape[1] - self.prompt_length
+
+    def to(self, device: str | torch.device) -> TurnBatch:
+        """The same batch on ``device``."""
+        return TurnBatch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            position_ids=self.position_ids.to(device),
+            response_mask=self.response_mask.to(device),
+            prompt_length=self.prompt_length,
+            low_value_index=self.low_value_index.to(device),
+            allowed=None if self.allowed is None else self.allowed.to(device),
+        )
+
+
+def pad_turns(
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    low_value_index: Sequence[int],
+    pad_token_id: int,
+    allowed: Sequence[torch.Tensor] | None = None,
+) -> TurnBatch:
+    """Lay out turns as a :class:`TurnBatch` (prompts left-padded, responses right-padded)."""
+    if not prompts or len(prompts) != len(responses):
+        raise ValueError("need one response per prompt and at least one turn")
+    prompt_length = max(len(prompt) for prompt in prompts)
+    response_length = max(max(len(response) for response in responses), 1)
+    batch = len(prompts)
+    input_ids = torch.full((batch, prompt_length + response_length), pad_token_id)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        start = prompt_length - len(prompt)
+        end = prompt_length + len(response)
+        input_ids[row, start:end] = torch.tensor(list(prompt) + list(response))
+        attention_mask[row, start:end] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    allowed_tensor = None
+    if allowed is not None:
+        vocab = allowed[0].shape[-1]
+        allowed_tensor = torch.ones(batch, response_length, vocab, dtype=torch.bool)
+        for row, mask in enumerate(allowed):
+            allowed_tensor[row, : mask.shape[0]] = mask
+    return TurnBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        response_mask=attention_mask[:, prompt_length:].clone(),
+        prompt_length=prompt_length,
+        low_value_index=torch.tensor(list(low_value_index), dtype=torch.long),
+        allowed=allowed_tensor,
+    )
+
+
+def _decoder_hidden(model: PreTrainedModel, batch: TurnBatch) -> torch.Tensor:
+    """Last hidden states ``[B, P + R, H]`` of a causal LM's decoder (no LM head)."""
+    decoder = model.get_decoder()
+    output = decoder(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    return output.last_hidden_state
+
+
+def masked_log_softmax(
+    logits: torch.Tensor, allowed: torch.Tensor | None, temperature: float
+) -> torch.Tensor:
+    """Log-probs of the (grammar-restricted, temperature-scaled) sampling distribution."""
+    logits = logits.float() / temperature
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed[..., : logits.shape[-1]], MASKED_LOGIT)
+    return torch.log_softmax(logits, dim=-1)
+
+
+@dataclass
+class PolicyOutput:
+    """Per-response-token outputs of one actor forward.
+
+    Attributes:
+        log_probs: ``[B, R]`` log-prob of each response token.
+        entropy: ``[B, R]`` entropy of each sampling distribution.
+        values: ``[B, 3]`` (low, high, term) when the critic shares the actor, else ``None``.
+    """
+
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    values: torch.Tensor | None = None
+
+
+def policy_forward(
+    actor: PreTrainedModel,
+    batch: TurnBatch,
+    *,
+    temperature: float = 1.0,
+    value_head: SharedValueHead | None = None,
+    with_entropy: bool = True,
+) -> PolicyOutput:
+    """Log-probs (and entropy, and shared-critic values) of the response tokens of ``batch``."""
+    hidden = _decoder_hidden(actor, batch)
+    prompt_length, response_length = batch.prompt_length, batch.response_length
+    predicting = hidden[:, prompt_length - 1 : prompt_length + response_length - 1]
+    logits = actor.get_output_embeddings()(predicting)
+    log_probs_all = masked_log_softmax(logits, batch.allowed, temperature)
+    targets = batch.input_ids[:, prompt_length:]
+    log_probs = log_probs_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = torch.zeros_like(log_probs)
+    if with_entropy:
+        entropy = -(log_probs_all.exp() * log_probs_all).sum(-1)
+    values = None
+    if value_head is not None:
+        values = read_values(value_head(hidden), batch)
+    return PolicyOutput(log_probs=log_probs, entropy=entropy, values=values)
+
+
+def read_values(per_token_values: torch.Tensor, batch: TurnBatch) -> torch.Tensor:
+    """Pick ``[B, 3]`` (low, high, term) out of per-token values ``[B, P + R, 3]`` (§2.2)."""
+    rows = torch.arange(per_token_values.shape[0], device=per_token_values.device)
+    last_prompt = batch.prompt_length - 1
+    low_column = batch.prompt_length + batch.low_value_index
+    values = torch.stack(
+        [
+            per_token_values[rows, low_column, VALUE_LOW],
+            per_token_values[rows, last_prompt, VALUE_HIGH],
+            per_token_values[rows, last_prompt, VALUE_TERM],
+        ],
+        dim=-1,
+    )
+    return values.float()
+
+
+def critic_forward(critic: nn.Module, batch: TurnBatch) -> torch.Tensor:
+    """Values ``[B, 3]`` (low, high, term) of a separate token-head critic."""
+    output = critic(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+    )
+    return read_values(output.logits, batch)
+
+
+@torch.no_grad()
+def sample_responses(
+    actor: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    states: Sequence[ResponseState] | None = None,
+) -> list[list[int]]:
+    """Sample one response per prompt (batched, left-padded); each ends at its EOS if it wrote one.
+
+    Args:
+        actor: The policy LM.
+        tokenizer: Its tokenizer (pad and eos ids).
+        prompts: Token ids of each prompt, chat template applied.
+        temperature: Sampling temperature (top-p 1, no top-k, as the authors).
+        max_new_tokens: Response length limit.
+        states: Constrained-decoding states, one per prompt, or ``None`` for free sampling.
+    """
+    device = actor.device
+    batch = pad_turns(prompts, [[]] * len(prompts), [0] * len(prompts), tokenizer.pad_token_id)
+    prompt_length = batch.prompt_length
+    processors = [PlanExecuteLogitsProcessor(states)] if states is not None else None
+    output = actor.generate(
+        input_ids=batch.input_ids[:, :prompt_length].to(device),
+        attention_mask=batch.attention_mask[:, :prompt_length].to(device),
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        logits_processor=processors,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    responses = []
+    for row in output[:, prompt_length:].tolist():
+        if tokenizer.eos_token_id in row:
+            row = row[: row.index(tokenizer.eos_token_id) + 1]
+        responses.append(row)
+    return responses
