@@ -3,6 +3,7 @@
 Nothing here imports :mod:`hiper_gym.agents`; the learners import from here.
 """
 
+from .options import STOP_REASONS, FollowPlan, Options, plan_to_subgoals
 from .parsing import (
     FLAVORS,
     STYLES,
@@ -24,9 +25,12 @@ from .prompts import (
 
 __all__ = [
     "FLAVORS",
+    "STOP_REASONS",
     "STYLES",
     "TEMPLATE_FIELDS",
     "Block",
+    "FollowPlan",
+    "Options",
     "ParsedResponse",
     "PlanExecute",
     "PromptBuilder",
@@ -36,5 +40,6 @@ __all__ = [
     "env_flavor",
     "format_admissible_actions",
     "parse_response",
+    "plan_to_subgoals",
     "segment_starts",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -104,18 +105,30 @@ def key_door_env() -> KeyDoorTextEnv:
 SHARED_ALFWORLD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alfworld"
 
 
-def make_alfworld(**kwargs: Any) -> gym.Env:
-    """``gym.make("HiPER-ALFWorld-v0", **kwargs)`` on the embedded games (the shared sample if the
-    embedded games are not there yet); skips the test when neither exists."""
+@functools.cache
+def alfworld_data_kwargs() -> dict[str, str]:
+    """Keyword arguments for ALFWorld's games: none for the embedded games, else the shared
+    sample; skips the test when neither exists."""
     import hiper_gym  # noqa: F401
     from hiper_gym.alfworld.data import GameDataError
 
     try:
-        return gym.make("HiPER-ALFWorld-v0", **kwargs)
+        gym.make("HiPER-ALFWorld-v0").close()
+        return {}
     except GameDataError:
         if not SHARED_ALFWORLD.is_dir():
             pytest.skip("no ALFWorld games: neither embedded nor in ../shared/data")
-        return gym.make("HiPER-ALFWorld-v0", data_dir=str(SHARED_ALFWORLD), **kwargs)
+        return {"data_dir": str(SHARED_ALFWORLD)}
+
+
+def make_alfworld(**kwargs: Any) -> gym.Env:
+    """``gym.make("HiPER-ALFWorld-v0", **kwargs)`` on the embedded games (or the shared sample)."""
+    return gym.make("HiPER-ALFWorld-v0", **alfworld_data_kwargs(), **kwargs)
+
+
+@pytest.fixture
+def alfworld_kwargs() -> dict[str, str]:
+    return alfworld_data_kwargs()
 
 
 @pytest.fixture

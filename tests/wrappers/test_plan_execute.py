@@ -109,3 +109,68 @@ def test_infos_batch_under_make_vec(mode):
         assert list(infos["parsed_action"]) == ["take key", "garbage"]
     finally:
         envs.close()
+
+
+def test_scripted_alfworld_episode_matches_the_hand_computed_segments(alfworld):
+    env = PlanExecute(alfworld(expert="walkthrough"))
+    games = env.unwrapped.game_files
+    pick_two = next(i for i, path in enumerate(games) if "pick_two_obj" in str(path))
+    _, info = env.reset(seed=0, options={"game": pick_two})
+    plan = list(info["expert_plan"])  # pick_two plans have 8 commands or more
+    assert len(plan) >= 6
+
+    # (response, then expected: switch, format_valid, segment, segment_start, turns, subgoal)
+    script = [
+        (respond("KEEP", "reach it", plan[0]), ("KEEP", True, 0, True, 1, "reach it")),
+        ("I am not sure", ("", False, 0, False, 2, "i am not sure")),
+        (respond("SWITCH", "pick it up", plan[1]), ("SWITCH", True, 1, True, 1, "pick it up")),
+        (respond("keep", "whatever", plan[2]), ("KEEP", True, 1, False, 2, "pick it up")),
+        (respond("", "ignored", "look"), ("", False, 1, False, 3, "pick it up")),
+        (respond("NEW PLAN", "finish", plan[3]), ("", False, 2, True, 1, "finish")),
+    ]
+    script += [
+        (respond("KEEP", "finish", command), ("KEEP", True, 2, False, turns, "finish"))
+        for turns, command in enumerate(plan[4:], start=2)
+    ]
+    for turn, (response, expected) in enumerate(script):
+        _, reward, terminated, truncated, info = env.step(response)
+        got = tuple(
+            info[key]
+            for key in (
+                "switch",
+                "format_valid",
+                "segment_index",
+                "segment_start",
+                "turns_in_segment",
+                "subgoal",
+            )
+        )
+        assert got == expected, f"turn {turn}"
+        assert info["is_action_admissible"] is (turn != 1)  # the tail fallback is a no-op
+        assert terminated is (turn == len(script) - 1)
+    assert info["won"] and reward == 1.0
+
+
+def test_check_env_on_alfworld(alfworld, checked_env):
+    checked_env(PlanExecute(alfworld()))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_alfworld_under_make_vec(mode, alfworld_kwargs):
+    envs = gym.make_vec(
+        "HiPER-ALFWorld-v0",
+        num_envs=2,
+        vectorization_mode=mode,
+        wrappers=[PlanExecute],
+        **alfworld_kwargs,
+    )
+    try:
+        _, infos = envs.reset(seed=0, options={"game": 0})
+        command = infos["admissible_commands"][0][0]
+        _, _, _, _, infos = envs.step((respond("SWITCH", "go", command), "no tags at all"))
+        assert infos["segment_index"].tolist() == [0, 0]
+        assert infos["format_valid"].tolist() == [True, False]
+        assert infos["is_action_admissible"].tolist() == [True, False]
+        assert list(infos["subgoal"]) == ["go", "no tags at all"]
+    finally:
+        envs.close()
