@@ -10,6 +10,7 @@ whole process; this module imports it without either side effect.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from typing import Any
@@ -22,17 +23,45 @@ def _import_engine_quietly() -> tuple[Any, ...]:
         # An existing directory, so ``alfworld.utils.mkdirs`` creates nothing.
         os.environ["ALFWORLD_DATA"] = tempfile.gettempdir()
     try:
+        import alfworld.info
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
         from alfworld.agents.expert import HandCodedTWAgent
+        from alfworld.gen import constants, goal_library
         from textworld.envs import PddlEnv
     finally:
         if previous is None:
             os.environ.pop("ALFWORLD_DATA", None)
-    return textworld, AlfredDemangler, HandCodedTWAgent, PddlEnv
+    return (
+        alfworld.info,
+        textworld,
+        AlfredDemangler,
+        HandCodedTWAgent,
+        constants,
+        goal_library,
+        PddlEnv,
+    )
 
 
-textworld, AlfredDemangler, HandCodedTWAgent, PddlEnv = _import_engine_quietly()
+(
+    _alfworld_info,
+    textworld,
+    AlfredDemangler,
+    HandCodedTWAgent,
+    _constants,
+    _goal_library,
+    PddlEnv,
+) = _import_engine_quietly()
+
+#: ALFWorld's domain and grammar files, shipped in its wheel.
+ALFRED_PDDL_PATH: str = _alfworld_info.ALFRED_PDDL_PATH
+ALFRED_TWL2_PATH: str = _alfworld_info.ALFRED_TWL2_PATH
+#: ALFWorld's table of which object types each receptacle type may hold.
+VAL_RECEPTACLE_OBJECTS: dict[str, set[str]] = _constants.VAL_RECEPTACLE_OBJECTS
+#: ALFWorld's goal-sentence templates per task type ("put a hot {obj} in {recep}", ...).
+GOAL_TEMPLATES: dict[str, list[str]] = {
+    task_type: list(entry["templates"]) for task_type, entry in _goal_library.gdict.items()
+}
 
 #: The engine's game state: a dict with ``feedback``, ``admissible_commands``, ``won``, ...
 GameState = dict[str, Any]
@@ -87,3 +116,33 @@ def _without_help(state: GameState) -> GameState:
     """
     state["admissible_commands"] = [c for c in state["admissible_commands"] if c != "help"]
     return state
+
+
+@functools.cache
+def _planning_engine() -> Any:
+    # One engine (one copy of Fast Downward's library) serves every planning call of the process.
+    return AlfredDemangler(PddlEnv(textworld.EnvInfos()), shuffle=False)
+
+
+def plan_and_replay(content: dict[str, Any]) -> list[str] | None:
+    """Solve a game with the engine's planner and replay the plan on the engine.
+
+    Args:
+        content: A game's JSON (``pddl_domain``, ``grammar``, ``pddl_problem``).
+
+    Returns:
+        The plan's commands when replaying them wins the game, else ``None``.
+    """
+    engine = _planning_engine()
+    engine.unwrapped.request_infos = textworld.EnvInfos(
+        won=True, admissible_commands=True, policy_commands=True
+    )
+    engine.load(content)
+    plan = list(engine.reset()["policy_commands"])
+    engine.unwrapped.request_infos.policy_commands = False  # no replanning while replaying
+    state: GameState = {}
+    for command in plan:
+        if command not in engine.state["admissible_commands"]:
+            return None
+        state, _, _ = engine.step(command)
+    return plan if plan and state.get("won") else None
