@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
+from typing import Any
 
 from gymnasium import spaces
+from gymnasium.vector.utils import read_from_shared_memory
 
 #: Printable ASCII (with tab and newline) plus every non-ASCII code point of the Basic
 #: Multilingual Plane except surrogates, which cannot be encoded as UTF-8.
@@ -36,4 +39,49 @@ def text_space(
         >>> space.contains("go to countertop 1"), space.contains("café 咖啡")
         (True, True)
     """
-    return spaces.Text(max_length, min_length=0, charset=TEXT_CHARSET, seed=seed)
+    return SharedMemoryText(max_length, min_length=0, charset=TEXT_CHARSET, seed=seed)
+
+
+class SharedMemoryText(spaces.Text):
+    """A ``Text`` space whose ``AsyncVectorEnv`` shared-memory observations stay current.
+
+    Gymnasium (1.4) reads a ``Text`` shared buffer once, when the vector env is built, into a
+    tuple of strings, so ``AsyncVectorEnv(shared_memory=True)`` (what ``gym.make_vec(...,
+    vectorization_mode="async")`` builds) keeps returning that first, empty read. For this
+    subclass the read is a live view, decoded whenever it is indexed or copied.
+    """
+
+
+class _SharedTextView(Sequence[str]):
+    """The strings in an ``AsyncVectorEnv`` shared buffer, decoded on access (like a numpy view)."""
+
+    def __init__(self, space: spaces.Text, shared_memory: Any, n: int) -> None:
+        self._space, self._shared_memory, self._n = space, shared_memory, n
+
+    def _decode(self) -> tuple[str, ...]:
+        read_text = read_from_shared_memory.dispatch(spaces.Text)
+        return read_text(self._space, self._shared_memory, n=self._n)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._decode()[index]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __eq__(self, other: object) -> bool:
+        return self._decode() == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._decode())
+
+    def __repr__(self) -> str:
+        return repr(self._decode())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
+        # AsyncVectorEnv(copy=True) deep-copies the observations it returns: hand out plain strings.
+        return self._decode()
+
+
+@read_from_shared_memory.register(SharedMemoryText)
+def _read_live_text(space: SharedMemoryText, shared_memory: Any, n: int = 1) -> _SharedTextView:
+    return _SharedTextView(space, shared_memory, n)

@@ -95,7 +95,7 @@ class ALFWorldEnv(gym.Env[str, str]):
         (0.0, False, False)
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "human"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "render_fps": 4}
 
     def __init__(
         self,
@@ -185,7 +185,8 @@ class ALFWorldEnv(gym.Env[str, str]):
             here (the ``TimeLimit`` wrapper sets it).
 
         Raises:
-            RuntimeError: Before the first ``reset`` or after the episode ended.
+            RuntimeError: Before the first ``reset`` or after the game was won. (The step limit
+                belongs to the ``TimeLimit`` wrapper, which does not stop further steps.)
             TypeError: When ``action`` is not a string.
         """
         if self._engine is None or self._episode_over:
@@ -204,8 +205,7 @@ class ALFWorldEnv(gym.Env[str, str]):
             self._observation = NOTHING_HAPPENS
         self._steps += 1
         won = bool(self._state["won"])
-        max_steps = self.spec.max_episode_steps if self.spec is not None else None
-        self._episode_over = won or (max_steps is not None and self._steps >= max_steps)
+        self._episode_over = won
         if self.render_mode == "human":
             self.render()
         return self._observation, float(won), won, False, self._info(action_admissible=admissible)
