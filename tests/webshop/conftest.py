@@ -1,0 +1,76 @@
+"""Shared fixtures for the WebShop tests: the real sample folder and small hand-made catalogues."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hiper_gym.webshop.catalogue import build_catalogue
+
+SAMPLE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "webshop"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The real 100-product sample; tests using it skip when it is absent."""
+    if not (SAMPLE_DIR / "items_shuffle_100.json").exists():
+        pytest.skip("real WebShop sample not available at ../shared/data/webshop")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def sample_shop(sample_dir):
+    from hiper_gym.webshop.shop import WebShop
+
+    return WebShop(sample_dir)
+
+
+def _raw_product(asin: str, name: str, pricing: str = "", options=None, bullets=None, **extra):
+    """A raw ``items_shuffle`` record in upstream's schema."""
+    customization = {
+        option_name: [{"value": value, "is_selected": False} for value in values]
+        for option_name, values in (options or {}).items()
+    }
+    record = {
+        "name": name,
+        "full_description": extra.pop("full_description", f"All about {name}."),
+        "pricing": pricing,
+        "images": ["https://example.invalid/a.jpg"],
+        "product_category": extra.pop("product_category", "Shoes › Boots › Hiking"),
+        "average_rating": 4.5,
+        "small_description": bullets if bullets is not None else ["Rubber sole"],
+        "customization_options": customization or "",
+        "asin": asin,
+        "category": extra.pop("category", "fashion"),
+        "query": extra.pop("query", "Hiking Boots"),
+        "page": 1,
+    }
+    record.update(extra)
+    return record
+
+
+def _tiny_catalogue(records, annotations=None):
+    """Process raw records like the loader does (annotations default to one instruction each)."""
+    if annotations is None:
+        annotations = {
+            r["asin"]: {
+                "attributes": ["waterproof"],
+                "instruction": f"i want {r['name'].lower()}",
+                "instruction_attributes": ["waterproof"],
+            }
+            for r in records
+        }
+    return build_catalogue(records, annotations)
+
+
+@pytest.fixture
+def raw_product():
+    """Factory of raw product records."""
+    return _raw_product
+
+
+@pytest.fixture
+def tiny_catalogue():
+    """Factory of processed catalogues from raw records."""
+    return _tiny_catalogue
