@@ -12,8 +12,10 @@ from hiper_gym.webshop.catalogue import EMBEDDED_DATA_DIR, build_catalogue
 from hiper_gym.webshop.generator import ATTRIBUTES_NAME, ITEMS_NAME, generate_catalogue
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "generate_webshop_catalogue.py"
-RAW_KEYS = {"name", "full_description", "pricing", "images", "product_category", "average_rating",
-            "small_description", "customization_options", "asin", "category", "query", "page"}  # fmt: skip
+RAW_KEYS = {
+    "name", "full_description", "pricing", "images", "product_category", "average_rating",
+    "small_description", "customization_options", "asin", "category", "query", "page",
+}  # fmt: skip
 
 
 def test_script_reproduces_shipped_files_byte_for_byte(tmp_path):
