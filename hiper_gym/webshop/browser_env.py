@@ -1,0 +1,448 @@
+"""``HiPER-WebShopBrowser-v0``: the WebShop site driven through headless Chromium with Selenium.
+
+The env starts the Flask site (:mod:`hiper_gym.webshop.server`) on an ephemeral 127.0.0.1 port and a
+headless Chromium under chromedriver. Each action is performed the way a person would: ``search[q]``
+types ``q`` into the search box and presses ``Search``; ``click[x]`` clicks the button, product link
+or option radio whose text is ``x``. The observation is read back from the page Chromium shows: its
+visible text nodes, classified by their element (button, option label, product link) exactly as
+upstream's HTML-to-text conversion does, then joined like the text env. The score is read from the
+done page. Observations, admissible commands and rewards therefore equal the text env's
+(``HiPER-WebShop-v0``) for the same goal and actions; ``tests/webshop/test_parity.py`` checks it.
+
+Chromium runs offline: every host but 127.0.0.1 fails to resolve, background networking is off,
+and Selenium Manager never runs (the driver path is explicit). If Chromium or chromedriver dies, the
+step raises :class:`BrowserCrashedError`; the next ``reset()`` starts a fresh browser.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlencode
+
+import gymnasium as gym
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.options import Options as ChromeOptions
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.remote.webelement import WebElement
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from hiper_gym.webshop import render, text_env
+from hiper_gym.webshop.server import LocalServer, create_app
+from hiper_gym.webshop.shop import parse_action
+from hiper_gym.webshop.text_env import MAX_ACTION_LENGTH, SEARCH_TEMPLATE, WebShopTextEnv
+
+#: Where Debian's ``chromium`` and ``chromium-driver`` packages install the browser and its driver.
+CHROMIUM_BINARY = "/usr/bin/chromium"
+CHROMEDRIVER_PATH = "/usr/bin/chromedriver"
+
+#: Headless, sandbox-free (containers) and offline: no background traffic or component updates, and
+#: every host except loopback fails to resolve at once (spec §4.4-4.5: a page that names an
+#: unreachable host otherwise stalls each load for ~5 s).
+CHROMIUM_FLAGS: tuple[str, ...] = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+)
+#: Seconds to wait for a page after an action before declaring the browser stuck.
+PAGE_TIMEOUT_S = 20.0
+#: Longer queries (or ones with line breaks or characters beyond the BMP, which chromedriver cannot
+#: type) are submitted through the search form's URL: typing 8,000 keys one by one takes seconds.
+MAX_TYPED_QUERY_LENGTH = 256
+
+# Reads everything an observation needs in one round trip: the page's text nodes in document order
+# (upstream's ``soup.findAll(text=True)`` minus style/script/head/title/meta, hidden CSS included),
+# each with its role, then the clickables in upstream's ``get_available_actions`` order (buttons,
+# product links, radio values), the search bar, the page-state block and the score.
+_READ_PAGE_JS = r"""
+const skipped = new Set(["STYLE", "SCRIPT", "HEAD", "TITLE", "META", "NOSCRIPT"]);
+const walker = document.createTreeWalker(document.documentElement, NodeFilter.SHOW_TEXT);
+const nodes = [];
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const parent = node.parentElement;
+  if (!parent || skipped.has(parent.tagName)) continue;
+  let role = "text";
+  if (parent.tagName === "BUTTON") role = "button";
+  else if (parent.tagName === "LABEL") role = "label";
+  else if (parent.classList.contains("product-link")) role = "link";
+  nodes.push([node.nodeValue, role, parent.tagName === "PRE"]);
+}
+const lower = (el) => el.textContent.trim().toLowerCase();
+const clickables = [].concat(
+  Array.from(document.querySelectorAll(".btn"), lower),
+  Array.from(document.querySelectorAll(".product-link"), lower),
+  Array.from(document.querySelectorAll("input[type=radio]"), (el) => el.value));
+const state = document.getElementById("page-state");
+const reward = document.getElementById("reward-value");
+return {
+  nodes: nodes,
+  clickables: clickables,
+  hasSearchBar: document.getElementById("search_input") !== null,
+  state: state ? state.textContent : null,
+  reward: reward ? reward.textContent : null,
+  instruction: (document.querySelector(".instruction") || {}).textContent || null,
+  url: location.href,
+};
+"""
+# Finds the element an action clicks (same order and first-wins rule as the clickables above) and
+# marks the current document, so that the next page is recognised by the mark's absence.
+_FIND_AND_MARK_JS = r"""
+const target = arguments[0];
+const lower = (el) => el.textContent.trim().toLowerCase();
+const found =
+  Array.from(document.querySelectorAll(".btn")).find((el) => lower(el) === target) ||
+  Array.from(document.querySelectorAll(".product-link")).find((el) => lower(el) === target) ||
+  Array.from(document.querySelectorAll("input[type=radio]")).find((el) => el.value === target);
+document.documentElement.dataset.hiperStale = "1";
+return found || null;
+"""
+_MARK_JS = 'document.documentElement.dataset.hiperStale = "1";'
+_NEW_PAGE_READY_JS = (
+    "return document.readyState === 'complete' && "
+    "document.documentElement.dataset.hiperStale === undefined;"
+)
+
+
+class BrowserCrashedError(RuntimeError):
+    """Chromium or chromedriver stopped answering; the next ``reset()`` starts a fresh browser."""
+
+
+def chromium_available() -> bool:
+    """Whether Chromium and chromedriver are installed where the env looks for them."""
+    return Path(CHROMIUM_BINARY).exists() and shutil.which(CHROMEDRIVER_PATH) is not None
+
+
+class Chromium:
+    """One headless, offline Chromium under chromedriver with a throw-away profile directory.
+
+    Args:
+        window_size: The viewport in pixels (matters for screenshots only).
+
+    Raises:
+        RuntimeError: Chromium or chromedriver is not installed.
+
+    Example:
+        >>> browser = Chromium()  # doctest: +SKIP
+        >>> browser.driver.get("http://127.0.0.1:3000/")  # doctest: +SKIP
+        >>> browser.quit()  # doctest: +SKIP
+    """
+
+    def __init__(self, window_size: tuple[int, int] = (1280, 900)) -> None:
+        if not chromium_available():
+            raise RuntimeError(
+                f"the browser env needs {CHROMIUM_BINARY} and {CHROMEDRIVER_PATH}; on Debian: "
+                "apt-get install --no-install-recommends chromium chromium-driver"
+            )
+        self.profile_dir = Path(tempfile.mkdtemp(prefix="hiper-gym-chromium-"))
+        options = ChromeOptions()
+        options.binary_location = CHROMIUM_BINARY
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--window-size={window_size[0]},{window_size[1]}")
+        options.add_argument(f"--user-data-dir={self.profile_dir}")
+        # An explicit driver path keeps Selenium Manager (it would try to download) from running.
+        service = ChromeService(CHROMEDRIVER_PATH)
+        try:
+            self.driver = webdriver.Chrome(service=service, options=options)
+        except WebDriverException:
+            shutil.rmtree(self.profile_dir, ignore_errors=True)
+            raise
+        self.driver.set_page_load_timeout(PAGE_TIMEOUT_S)
+        self.driver.set_script_timeout(PAGE_TIMEOUT_S)
+
+    def browser_process_ids(self) -> list[int]:
+        """Ids of this instance's Chromium processes (Linux: found by their profile directory).
+
+        The first one is the browser process itself; the others are its renderers and helpers.
+        """
+        marker = f"--user-data-dir={self.profile_dir}".encode()
+        found: list[tuple[bool, int]] = []
+        for cmdline_file in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                arguments = cmdline_file.read_bytes().split(b"\0")
+            except OSError:
+                continue  # the process ended while we looked
+            if marker in arguments:
+                is_helper = any(argument.startswith(b"--type=") for argument in arguments)
+                found.append((is_helper, int(cmdline_file.parent.name)))
+        return [pid for _, pid in sorted(found)]
+
+    def is_alive(self) -> bool:
+        """Whether the browser still answers a trivial script."""
+        try:
+            return self.driver.execute_script("return 1;") == 1
+        except (WebDriverException, Urllib3HTTPError, OSError):
+            return False
+
+    def quit(self) -> None:
+        """Stop the browser and its driver, even if either has died, and delete the profile."""
+        try:
+            self.driver.quit()
+        except (WebDriverException, Urllib3HTTPError, OSError):
+            self.driver.service.stop()  # the browser is gone: at least end chromedriver
+        shutil.rmtree(self.profile_dir, ignore_errors=True)
+
+
+class WebShopBrowserEnv(WebShopTextEnv):
+    """WebShop through a real headless Chromium, step for step equal to ``HiPER-WebShop-v0``.
+
+    Same goals, actions, observations and scores as the text env, roughly 50x slower per step.
+
+    It takes every argument of :class:`~hiper_gym.webshop.text_env.WebShopTextEnv` (goal sampling,
+    spaces and ``info`` keys are the text env's). The site and the browser start on the first
+    ``reset()``; ``close()`` stops both.
+
+    Invalid actions (malformed, too long, a click on something not on the page, ``click[search]``)
+    are no-ops flagged ``info["is_action_valid"] = False``, as in the text env; they do not touch
+    the page, but the page is read again so that a dead browser is noticed on that step.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import hiper_gym  # noqa: F401
+        >>> env = gym.make("HiPER-WebShopBrowser-v0")  # doctest: +SKIP
+        >>> obs, info = env.reset(seed=0, options={"goal_index": 3})  # doctest: +SKIP
+        >>> obs, reward, terminated, truncated, info = env.step("search[soap]")  # doctest: +SKIP
+        >>> info["page"], info["is_action_valid"]  # doctest: +SKIP
+        ('results', True)
+        >>> env.close()  # doctest: +SKIP
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"]}
+
+    def __init__(self, *args: Any, render_mode: str | None = None, **kwargs: Any) -> None:
+        """Create the env; the arguments are :class:`~hiper_gym.webshop.text_env.WebShopTextEnv`'s.
+
+        ``render_mode`` may also be ``"rgb_array"``: ``render()`` then returns a screenshot.
+        """
+        text_render_mode = None if render_mode == "rgb_array" else render_mode
+        super().__init__(*args, render_mode=text_render_mode, **kwargs)
+        self.render_mode = render_mode
+        self.server: LocalServer | None = None
+        self.browser: Chromium | None = None
+        self._available: dict[str, Any] = {"has_search_bar": False, "clickables": []}
+        self._task = ""
+        self._page_kind = "search"
+
+    # ----------------------------------------------------------------- browser and site lifecycle
+    def _ensure_running(self) -> None:
+        if self.server is None:
+            self.server = LocalServer(create_app(self.shop))
+        if self.browser is not None and not self.browser.is_alive():
+            self.browser.quit()
+            self.browser = None
+        if self.browser is None:
+            self.browser = Chromium()
+
+    def _crashed(self, during: str, error: BaseException) -> BrowserCrashedError:
+        browser, self.browser = self.browser, None
+        if browser is not None:
+            browser.quit()
+        summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return BrowserCrashedError(
+            f"headless Chromium stopped responding during {during} ({summary}); "
+            "call reset() to start a fresh browser"
+        )
+
+    # ----------------------------------------------------------------- page I/O
+    def _wait_for_new_page(self) -> None:
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        while not self.browser.driver.execute_script(_NEW_PAGE_READY_JS):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new page within {PAGE_TIMEOUT_S} s")
+            time.sleep(0.002)
+
+    def _click(self, target: str) -> None:
+        element: WebElement = self.browser.driver.execute_script(_FIND_AND_MARK_JS, target)
+        element.click()
+        self._wait_for_new_page()
+
+    def _search(self, query: str) -> None:
+        driver = self.browser.driver
+        typeable = (
+            self._available["has_search_bar"]
+            and len(query) <= MAX_TYPED_QUERY_LENGTH
+            and query.isprintable()
+            and all(ord(char) < 0x10000 for char in query)
+        )
+        driver.execute_script(_MARK_JS)
+        if typeable:
+            box = driver.find_element("id", "search_input")
+            box.clear()
+            box.send_keys(query)
+            driver.find_element("css selector", ".search-form button").click()
+        else:
+            # What the search form submits, for queries no one could type into that box. Upstream's
+            # text env also searches from pages without a search bar; the form's URL does the same.
+            session_url = driver.current_url.split("?")[0].rstrip("/")
+            query_string = urlencode({"q": query}, encoding="utf-8", errors="surrogatepass")
+            driver.get(f"{session_url}/search?{query_string}")
+        self._wait_for_new_page()
+
+    def _read_page(self) -> str:
+        page = self.browser.driver.execute_script(_READ_PAGE_JS)
+        page_state = json.loads(page["state"]) if page["state"] else {}
+        self._page_kind = page_state.get("kind", "search")
+        self._task = page["instruction"] or ""
+        self._reward_text = page["reward"]
+        # First occurrence wins, like upstream's dict of clickables.
+        self._available = {
+            "has_search_bar": bool(page["hasSearchBar"]),
+            "clickables": list(dict.fromkeys(page["clickables"])),
+        }
+        return self._format(page["nodes"], page_state)
+
+    def _format(self, dom_nodes: list[list[Any]], page_state: dict[str, Any]) -> str:
+        """The page's text nodes -> the text env's observation (the core's formatting rules)."""
+        nodes = [
+            node
+            for raw, role, preformatted in dom_nodes
+            for node in render._node(raw, role, preformatted=preformatted)
+        ]
+        if self.observation_mode == "text":
+            observation = render.SEP.join(text.strip() for text, _ in nodes)
+        else:
+            state = SimpleNamespace(
+                keywords=tuple(page_state.get("keywords", ())),
+                page=page_state.get("page", 1),
+                options=page_state.get("options", {}),
+                visited_asins=frozenset(page_state.get("visited_asins", ())),
+            )
+            clicked: list[str] = []
+            body = "".join(render._rich_line(t, r, state, clicked) + "\n" for t, r in nodes)
+            observation = "".join(reversed(clicked)) + body
+        observation = text_env._OUTSIDE_CHARSET.sub("\ufffd", observation)
+        self._observation = observation[: self.max_observation_length]
+        return self._observation
+
+    def _browser_info(self, *, valid: bool, score: float, done: bool) -> dict[str, Any]:
+        commands = [SEARCH_TEMPLATE] if self._available["has_search_bar"] else []
+        commands += [f"click[{c}]" for c in self._available["clickables"] if c != "search"]
+        return {
+            "task": self._task,
+            "task_score": score,
+            "won": bool(done and score == 1.0),
+            "available_actions": {
+                "has_search_bar": self._available["has_search_bar"],
+                "clickables": list(self._available["clickables"]),
+            },
+            "admissible_commands": commands,
+            "is_action_valid": valid,
+            "goal_index": self.goal_index,
+            "page": self._page_kind,
+        }
+
+    def _is_valid(self, action: Any) -> bool:
+        """The core's validity rule, checked against the clickables the page shows."""
+        if not isinstance(action, str) or len(action) > MAX_ACTION_LENGTH:
+            return False
+        verb, argument = parse_action(action)
+        if verb == "search":
+            return bool(argument)
+        if verb == "click" and argument is not None:
+            target = argument.lower()
+            return target != "search" and target in self._available["clickables"]
+        return False
+
+    # ----------------------------------------------------------------- Gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Open a new site session on a goal (sampled like the text env's) at the search page.
+
+        Args:
+            seed: Seeds the env's generator (used to sample a goal of the split).
+            options: ``{"goal_index": i}`` picks goal ``i`` of the whole goal list.
+
+        Returns:
+            The observation read from the browser and the info dict.
+
+        Raises:
+            RuntimeError: Chromium or chromedriver is not installed.
+            BrowserCrashedError: A freshly started browser died at once.
+        """
+        gym.Env.reset(self, seed=seed)  # seeds np_random exactly as the text env does
+        self.goal_index = self._goal_index_from(options)
+        self._ensure_running()
+        try:
+            self.browser.driver.get(f"{self.server.url}/new/{self.goal_index}")
+            observation = self._read_page()
+        except (WebDriverException, Urllib3HTTPError, OSError) as error:
+            raise self._crashed("reset()", error) from error
+        return observation, self._browser_info(valid=True, score=0.0, done=False)
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Perform ``search[...]`` / ``click[...]`` in the browser and read the new page.
+
+        Returns:
+            ``(observation, reward, terminated, truncated, info)``; ``terminated`` after buying.
+
+        Raises:
+            BrowserCrashedError: Chromium or chromedriver died (or hung); call ``reset()``.
+        """
+        if self.browser is None or self.goal_index is None:
+            raise RuntimeError("call reset() before step()")
+        valid = self._is_valid(action)
+        try:
+            if valid:
+                verb, argument = parse_action(action)
+                if verb == "search":
+                    self._search(argument)
+                else:
+                    self._click(argument.lower())
+            observation = self._read_page()
+        except (WebDriverException, Urllib3HTTPError, OSError, TimeoutError) as error:
+            raise self._crashed(f"step({_preview(action)})", error) from error
+        done = valid and self._page_kind == "done"
+        reward = float(self._reward_text) if done else 0.0
+        info = self._browser_info(valid=valid, score=reward, done=done)
+        return observation, reward, done, False, info
+
+    def render(self) -> Any:
+        """``"ansi"``: the observation; ``"rgb_array"``: a screenshot (H x W x 3 uint8)."""
+        if self.render_mode != "rgb_array":
+            return super().render()
+        if self.browser is None:
+            return None
+        import io  # noqa: PLC0415 - only for screenshots
+
+        import numpy as np  # noqa: PLC0415
+        from PIL import Image  # noqa: PLC0415
+
+        png = self.browser.driver.get_screenshot_as_png()
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+    def get_available_actions(self) -> dict[str, Any]:
+        """Upstream's ``get_available_actions()``, read from the page the browser shows."""
+        if self.goal_index is None:
+            raise RuntimeError("call reset() before get_available_actions()")
+        return {
+            "has_search_bar": self._available["has_search_bar"],
+            "clickables": list(self._available["clickables"]),
+        }
+
+    def close(self) -> None:
+        """Quit Chromium and stop the site (safe to call twice)."""
+        if self.browser is not None:
+            self.browser.quit()
+            self.browser = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        super().close()
+
+
+def _preview(action: Any, limit: int = 60) -> str:
+    text = repr(action)
+    return text if len(text) <= limit else f"{text[:limit]}...' ({len(action)} chars)"
