@@ -1,0 +1,661 @@
+"""Hierarchical Advantage Estimation (HAE), HiPER's credit assignment, plus flat GAE.
+
+HiPER (Peng et al. 2026, arXiv 2602.16165) splits every turn of an LLM agent into three decisions:
+a switch decision (``<switch>KEEP|SWITCH</switch>``), a subgoal (``<subgoal>...</subgoal>``) and a
+primitive action (``<action>...</action>``). Consecutive turns under one subgoal form a *segment*.
+HAE gives each decision its own advantage:
+
+* ``a_low``: GAE over the turns of one segment, bootstrapped at the segment's end from the high
+  value of the next segment start (boundary-aware bootstrapping). Trains the action tokens.
+* ``a_high``: GAE over segments treated as semi-MDP macro-steps (discount ``gamma ** d`` for a
+  segment of ``d`` turns). Defined on segment starts only; trains the subgoal tokens there.
+* ``a_term``: switch advantage. ``"released"`` (the authors' code): the Monte Carlo return to the
+  segment end plus the high-level bootstrap, minus a learned termination value ``v_term``.
+  ``"paper"``: ``(q - beta) * (v_high - v_low)``.
+
+All equations follow ``/work/shared/specs/hiper-method.md`` §2.2 and §3 (the released estimator,
+whose pseudo-code is §2.6). The estimator is vectorised: inputs are flat per-turn rows, laid out
+as an ``[episodes, max_turns]`` grid, and every recursion is one reverse scan over turn positions.
+
+Example:
+    >>> import numpy as np
+    >>> from hiper_gym.agents.hae import HAEConfig, compute_hae
+    >>> result = compute_hae(
+    ...     episode_id=[0, 0, 0], turn_index=[0, 1, 2], env_reward=[0.0, 0.0, 10.0],
+    ...     done=[False, False, True], format_valid=[True, True, True],
+    ...     is_switch=[True, False, True], has_switch_block=[True, True, True],
+    ...     subgoal_span=["<subgoal>a</subgoal>"] * 2 + ["<subgoal>b</subgoal>"],
+    ...     v_low=[1.0, 2.0, 5.0], v_high=[1.0, 2.0, 5.0], v_term=[1.0, 2.0, 5.0],
+    ...     config=HAEConfig(keep_penalty=0.0, norm_adv=False),
+    ... )
+    >>> result.segment_start.tolist()
+    [True, False, True]
+    >>> result.a_low.tolist()  # turn 1 ends segment 0 and bootstraps from v_high[2]
+    [4.0, 3.0, 5.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+
+try:  # torch is optional here: numpy callers do not need it
+    import torch
+except ImportError:  # pragma: no cover - the train extra installs torch
+    torch = None
+
+NORM_EPS = 1e-8
+"""Added to the population std when standardizing advantages (as in the released code)."""
+
+
+@dataclass(frozen=True)
+class HAEConfig:
+    """HAE hyperparameters, named and defaulted as in the authors' ``algorithm.hae`` config."""
+
+    gamma: float = 1.0
+    """Per-turn discount (``algorithm.gamma``)."""
+    lam_turn: float = 1.0
+    """GAE lambda of the low level, inside a segment (``algorithm.lam``)."""
+    lam_seg: float = 0.95
+    """GAE lambda of the high level, across segments (``algorithm.hae.lam_seg``)."""
+    norm_adv: bool = True
+    """Standardize ``a_low``, ``a_high`` and ``a_term`` separately over the batch."""
+    bootstrap_truncated: bool = True
+    """Bootstrap a truncated (not done) last segment from its own values instead of 0
+    (ALFWorld True, WebShop False)."""
+    keep_penalty: float = -0.3
+    """Reward added on KEEP turns (ALFWorld -0.3, WebShop -3.5)."""
+    keep_penalty_mode: Literal["normalized", "fixed"] = "normalized"
+    """``"normalized"``: ``keep_penalty / T`` per KEEP turn, none when ``T <= 1``;
+    ``"fixed"``: ``keep_penalty`` on every KEEP turn, turn 0 included."""
+    invalid_action_penalty_coef: float = 0.1
+    """Subtracted from the reward of every format-invalid turn."""
+    keep_consistency_penalty: float = -0.3
+    """Added on a KEEP turn ``t >= 1`` whose subgoal span differs from turn ``t - 1``'s."""
+    keep_consistency_requires_both: bool = True
+    """Only apply the consistency penalty when both turns have a subgoal block."""
+    switch_advantage: Literal["released", "paper"] = "released"
+    """``"released"``: ``G_t - v_term`` (the authors' code);
+    ``"paper"``: ``(q - beta) * (V_high - V_low)``."""
+
+    def __post_init__(self) -> None:
+        for name in ("gamma", "lam_turn", "lam_seg"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"HAEConfig.{name} must be in [0, 1], got {value!r}")
+        if self.keep_penalty_mode not in ("normalized", "fixed"):
+            raise ValueError(
+                f"HAEConfig.keep_penalty_mode must be 'normalized' or 'fixed', "
+                f"got {self.keep_penalty_mode!r}"
+            )
+        if self.switch_advantage not in ("released", "paper"):
+            raise ValueError(
+                f"HAEConfig.switch_advantage must be 'released' or 'paper', "
+                f"got {self.switch_advantage!r}"
+            )
+
+
+@dataclass
+class HAEResult:
+    """Per-turn HAE outputs, each of shape ``[N]`` and aligned with the input rows.
+
+    ``a_*`` are raw advantages, ``r_*`` the critic targets (always built from the raw advantages)
+    and ``a_*_norm`` the standardized advantages the actor uses (equal to the raw ones when
+    ``norm_adv`` is False). ``a_high``, ``r_high`` and ``a_high_norm`` are NaN on rows that are not
+    segment starts. Arrays are numpy, or torch tensors when the numeric inputs were tensors.
+    """
+
+    shaped_reward: Any
+    """Env reward after the keep, invalid-format and consistency penalties."""
+    segment_start: Any
+    """Bool: the turn starts a segment (turn 0 or a SWITCH)."""
+    a_low: Any
+    """Low-level advantage (action tokens)."""
+    r_low: Any
+    """Low-value-head target ``a_low + v_low``."""
+    a_high: Any
+    """High-level advantage at segment starts (subgoal tokens), NaN elsewhere."""
+    r_high: Any
+    """High-value-head target ``a_high + v_high`` at segment starts, NaN elsewhere."""
+    a_term: Any
+    """Switch advantage (switch tokens, every turn)."""
+    r_term: Any
+    """Term-value-head target: return to the segment end plus the high-level bootstrap."""
+    a_low_norm: Any
+    """``a_low`` standardized over all turns."""
+    a_high_norm: Any
+    """``a_high`` standardized over segment starts that have a subgoal block."""
+    a_term_norm: Any
+    """``a_term`` standardized over turns that have a switch block."""
+
+    def to_torch(self, device: Any = None, dtype: Any = None) -> HAEResult:
+        """Return a copy whose arrays are torch tensors (``segment_start`` stays bool).
+
+        Args:
+            device: Target device; ``None`` keeps torch's default.
+            dtype: Float dtype; ``None`` means ``torch.float32``.
+        """
+        if torch is None:  # pragma: no cover
+            raise ImportError("HAEResult.to_torch needs torch (pip install hiper-gym[train])")
+        float_dtype = dtype or torch.float32
+        converted = {}
+        for field in fields(self):
+            array = _to_numpy(getattr(self, field.name))
+            target = torch.bool if array.dtype == np.bool_ else float_dtype
+            converted[field.name] = torch.as_tensor(array, dtype=target, device=device)
+        return HAEResult(**converted)
+
+    def to_numpy(self) -> HAEResult:
+        """Return a copy whose arrays are numpy (float64 for the advantages)."""
+        return HAEResult(**{f.name: _to_numpy(getattr(self, f.name)) for f in fields(self)})
+
+
+@dataclass
+class GAEResult:
+    """Flat per-turn GAE outputs of shape ``[N]``, aligned with the input rows."""
+
+    advantage: Any
+    """Raw GAE advantage."""
+    returns: Any
+    """Value target ``advantage + value``."""
+    advantage_norm: Any
+    """``advantage`` standardized over all turns (a copy when ``norm_adv`` is False)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Public estimators
+# ----------------------------------------------------------------------------------------------
+
+
+def compute_hae(
+    *,
+    episode_id: Any,
+    turn_index: Any,
+    env_reward: Any,
+    done: Any,
+    format_valid: Any,
+    is_switch: Any,
+    has_switch_block: Any,
+    subgoal_span: Any,
+    v_low: Any,
+    v_high: Any,
+    v_term: Any,
+    config: HAEConfig | None = None,
+    beta: Any = None,
+) -> HAEResult:
+    """Hierarchical Advantage Estimation over a batch of turns.
+
+    One row per turn, rows in any order: they are grouped by ``episode_id`` and sorted by
+    ``turn_index`` (only the order of turn indices matters). All arguments have shape ``[N]``.
+    Numeric inputs may be lists, numpy arrays or torch tensors; when any of ``env_reward``,
+    ``v_low``, ``v_high``, ``v_term`` is a tensor the result holds tensors of that (float) dtype
+    on that device, otherwise numpy arrays. The math runs in numpy float64.
+
+    Args:
+        episode_id: Episode key per row (ints or strings, e.g. ``traj_uid``).
+        turn_index: Integer turn number within the episode; ``(episode_id, turn_index)`` unique.
+        env_reward: Environment reward of the turn, before shaping.
+        done: The episode terminated at this turn; only an episode's last row may be done
+            (the trainer keeps the active turns only). A last row that is not done is truncated.
+        format_valid: The response parsed (``info['is_action_valid']``); False costs
+            ``invalid_action_penalty_coef``.
+        is_switch: Boundary flag: the stripped, uppercased ``<switch>`` text is not in
+            ``{"", "KEEP"}``. KEEP means ``not is_switch``. Turn 0 starts a segment regardless.
+        has_switch_block: The response has a ``<switch>`` block (its switch tokens get
+            ``a_term``, and it enters the ``a_term`` normalization set).
+        subgoal_span: Exact text of the ``<subgoal>...</subgoal>`` block including tags, or None
+            (``""`` counts as None). Drives the consistency penalty and the ``a_high`` norm set.
+        v_low: Low value head ``V_L(s_t, o_t)``, read after ``</subgoal>``.
+        v_high: High value head ``V_H(s_t)``, read at the last prompt token.
+        v_term: Termination value head ``V_T(s_t, o_{t-1})``; unused (may be None) with
+            ``switch_advantage="paper"``.
+        config: Hyperparameters; ``HAEConfig()`` (the authors' ALFWorld setting) when None.
+        beta: ``[N]`` policy probability of SWITCH, ``pi(q_t = 1 | s_t, o_{t-1})``; required by
+            ``switch_advantage="paper"``, ignored by ``"released"``.
+
+    Returns:
+        HAEResult with arrays aligned to the input rows.
+
+    Raises:
+        ValueError: On mismatched lengths, non-finite numbers, non-integer turn indices,
+            duplicate ``(episode_id, turn_index)`` pairs, a done flag before an episode's last
+            row, or a missing or out-of-range ``beta`` in paper mode.
+    """
+    cfg = config or HAEConfig()
+    paper = cfg.switch_advantage == "paper"
+    grid = _Grid.build(episode_id, turn_index)
+    n = grid.n_rows
+    r_env = grid.pad(_as_float(env_reward, "env_reward", n), 0.0)
+    vl = grid.pad(_as_float(v_low, "v_low", n), 0.0)
+    vh = grid.pad(_as_float(v_high, "v_high", n), 0.0)
+    vt = None if paper and v_term is None else grid.pad(_as_float(v_term, "v_term", n), 0.0)
+    done_ = grid.pad(_as_bool(done, "done", n), False)
+    grid.check_done_only_at_end(done_)
+    switch = grid.pad(_as_bool(is_switch, "is_switch", n), False)
+    valid = grid.pad(_as_bool(format_valid, "format_valid", n), True)
+    has_switch = grid.pad(_as_bool(has_switch_block, "has_switch_block", n), False)
+    has_subgoal, span_changed = _subgoal_flags(grid, subgoal_span, cfg)
+
+    r = _shape_rewards(grid, r_env, switch, valid, span_changed, cfg)
+    seg = _Segments.build(grid.live, switch)
+    a_low, ret_term, a_high = _hae_scans(r, vl, vh, 1.0 - done_, seg, cfg)
+    if paper:
+        q_minus_beta = switch - grid.pad(_as_probability(beta, n), 0.0)
+        a_term = q_minus_beta * (vh - vl)  # the paper's centred switching gain
+    else:
+        a_term = ret_term - vt
+
+    normalize = _standardize if cfg.norm_adv else _copy
+    off_start = np.where(seg.start, 0.0, np.nan)  # a_high exists on segment starts only
+    grids = {
+        "shaped_reward": r,
+        "segment_start": seg.start,
+        "a_low": a_low,
+        "r_low": a_low + vl,
+        "a_high": a_high + off_start,
+        "r_high": a_high + vh + off_start,
+        "a_term": a_term,
+        "r_term": ret_term,
+        "a_low_norm": normalize(a_low, grid.live),
+        "a_high_norm": normalize(a_high, seg.start & has_subgoal) + off_start,
+        "a_term_norm": normalize(a_term, grid.live & has_switch),
+    }
+    result = HAEResult(**{name: grid.unpad(cells) for name, cells in grids.items()})
+    like = _first_tensor(env_reward, v_low, v_high, v_term)
+    return result if like is None else result.to_torch(like.device, _float_dtype(like))
+
+
+def compute_gae(
+    *,
+    episode_id: Any,
+    turn_index: Any,
+    reward: Any,
+    done: Any,
+    value: Any,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    bootstrap_truncated: bool = True,
+    norm_adv: bool = True,
+) -> GAEResult:
+    """Flat per-turn GAE (the PPO baseline's estimator), with the same row layout as HAE.
+
+    ``delta_t = r_t + gamma * nd_t * V_{t+1} - V_t`` and
+    ``A_t = delta_t + gamma * lam * nd_t * A_{t+1}`` per episode, where a truncated last turn
+    (not done) bootstraps from its own value when ``bootstrap_truncated`` (else 0), the same
+    convention as HAE's low level. No reward shaping is applied.
+
+    Args:
+        episode_id: ``[N]`` episode key per row.
+        turn_index: ``[N]`` integer turn number; ``(episode_id, turn_index)`` unique.
+        reward: ``[N]`` per-turn reward.
+        done: ``[N]`` terminal flag; only an episode's last row may be done.
+        value: ``[N]`` state value ``V(s_t)``.
+        gamma: Discount.
+        lam: GAE lambda.
+        bootstrap_truncated: Bootstrap a truncated episode's last turn from its own value.
+        norm_adv: Standardize ``advantage_norm`` over all turns (else a copy).
+
+    Returns:
+        GAEResult aligned with the input rows (numpy, or torch like ``reward``/``value``).
+
+    Raises:
+        ValueError: On malformed input, as :func:`compute_hae`.
+    """
+    for name, x in (("gamma", gamma), ("lam", lam)):
+        if not 0.0 <= x <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {x!r}")
+    grid = _Grid.build(episode_id, turn_index)
+    r = grid.pad(_as_float(reward, "reward", grid.n_rows), 0.0)
+    v = grid.pad(_as_float(value, "value", grid.n_rows), 0.0)
+    done_ = grid.pad(_as_bool(done, "done", grid.n_rows), False)
+    grid.check_done_only_at_end(done_)
+    not_done = 1.0 - done_
+    last = grid.live & ~_next(grid.live, False)
+    v_next = np.where(last, v if bootstrap_truncated else 0.0, _next(v, 0.0))
+    delta = r + gamma * not_done * v_next - v
+    advantage = _reverse_scan(delta, gamma * lam * not_done * ~last)
+    normalize = _standardize if norm_adv else _copy
+    result = GAEResult(
+        advantage=grid.unpad(advantage),
+        returns=grid.unpad(advantage + v),
+        advantage_norm=grid.unpad(normalize(advantage, grid.live)),
+    )
+    like = _first_tensor(reward, value)
+    if like is None:
+        return result
+    dtype = _float_dtype(like)
+    return GAEResult(
+        **{
+            f.name: torch.as_tensor(getattr(result, f.name), dtype=dtype, device=like.device)
+            for f in fields(result)
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The estimator's steps. Every array below is a time-major grid [T, E]: row t holds turn t of
+# every episode, so "the next turn" is the next row and a reverse scan walks up the rows.
+# ----------------------------------------------------------------------------------------------
+
+
+def _subgoal_flags(grid: _Grid, subgoal_span: Any, cfg: HAEConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Grids ``has_subgoal`` and ``changed``: turn ``t >= 1`` whose span differs from ``t - 1``'s.
+
+    As in the released code: with ``keep_consistency_requires_both`` both spans must exist and
+    differ; without it, a turn also counts when either span is missing. Computed on the rows in
+    (episode, turn) order, where the previous turn is the previous row.
+    """
+    spans = _as_spans(subgoal_span, grid.n_rows)[grid.order]
+    exists = spans.astype(bool)  # None and "" are False
+    differs = np.zeros_like(exists)
+    differs[1:] = np.not_equal(spans[1:], spans[:-1]).astype(bool)
+    prev_exists = np.zeros_like(exists)
+    prev_exists[1:] = exists[:-1]
+    if cfg.keep_consistency_requires_both:
+        changed = exists & prev_exists & differs
+    else:
+        changed = ~exists | ~prev_exists | differs
+    changed &= ~grid.sorted_first
+    return grid.pad_sorted(exists, False), grid.pad_sorted(changed, False)
+
+
+def _shape_rewards(
+    grid: _Grid,
+    reward: np.ndarray,
+    switch: np.ndarray,
+    valid: np.ndarray,
+    span_changed: np.ndarray,
+    cfg: HAEConfig,
+) -> np.ndarray:
+    """Spec §3 shaping, in the released code's order: keep, invalid-format, consistency.
+
+    Masks multiply the penalties (``x * 1.0`` and ``x + 0.0`` are exact), which is much faster
+    than ``np.where`` on large batches.
+    """
+    keep = grid.live & ~switch
+    if cfg.keep_penalty_mode == "normalized":
+        length = grid.lengths.astype(np.float64)
+        r = reward + (keep & (length > 1)) * (cfg.keep_penalty / length)
+    else:
+        r = reward + keep * cfg.keep_penalty
+    r = r - cfg.invalid_action_penalty_coef * (grid.live & ~valid)
+    return r + (keep & span_changed) * cfg.keep_consistency_penalty
+
+
+@dataclass
+class _Segments:
+    """Segment structure on the grid; ``inside``, ``has_next`` and ``last`` partition live turns."""
+
+    start: np.ndarray
+    """Turn 0 or a SWITCH turn."""
+    inside: np.ndarray
+    """The next turn belongs to the same segment."""
+    has_next: np.ndarray
+    """Segment end followed by another segment (bootstrap from that start's ``v_high``)."""
+    last: np.ndarray
+    """The episode's last turn (ends the last segment)."""
+    last_start: np.ndarray
+    """``[E]``: turn of each episode's last segment start."""
+
+    @classmethod
+    def build(cls, live: np.ndarray, switch: np.ndarray) -> _Segments:
+        start = live & switch
+        start[0] = live[0]
+        next_live = _next(live, False)
+        inside = next_live & ~_next(start, False)
+        last_start = live.shape[0] - 1 - np.argmax(start[::-1], axis=0)
+        return cls(start, inside, next_live & ~inside, live & ~next_live, last_start)
+
+
+def _hae_scans(
+    r: np.ndarray,
+    vl: np.ndarray,
+    vh: np.ndarray,
+    not_done: np.ndarray,
+    seg: _Segments,
+    cfg: HAEConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spec §2.2: ``a_low``, the term return ``G`` and ``a_high`` (valid on segment starts)."""
+    gamma = cfg.gamma
+    vh_next = _next(vh, 0.0)
+    # After a segment's last turn: the next start's V_H; on a truncated episode (not done, no
+    # next segment) the last turn's own V_L (low level) and its segment start's V_H (high level
+    # and term) when bootstrap_truncated, else 0. Done turns multiply all of it by 0.
+    low_next = seg.inside * _next(vl, 0.0) + seg.has_next * vh_next
+    boot = seg.has_next * vh_next
+    if cfg.bootstrap_truncated:
+        low_next = low_next + seg.last * vl
+        boot = boot + seg.last * vh[seg.last_start, np.arange(vh.shape[1])]
+    delta_low = r + gamma * not_done * low_next - vl
+    boot = not_done * boot
+    # A_low_t = delta_t + gamma lam_turn nd A_low_{t+1}, reset at every segment end;
+    # G_t = r_t + gamma G_{t+1}, with G_{end+1} := the high-level bootstrap Vb_k.
+    low_and_term = _reverse_scan(
+        np.stack([delta_low, r + gamma * ~seg.inside * boot], axis=1),
+        np.stack([gamma * cfg.lam_turn * not_done * seg.inside, gamma * seg.inside], axis=1),
+    )
+    a_low, ret_term = low_and_term[:, 0], low_and_term[:, 1]
+    # At a segment start G_s = R~_k + gamma^d_k nd Vb_k, so delta^high_k = G_s - V_H(s).
+    # Y_t = gamma^(s'-t) A_high(s'), s' the first start at or after t, turns the SMDP recursion
+    # A_high_k = delta_k + gamma^d_k lam_seg A_high_{k+1} into a scan over turns. (nd of a
+    # segment end only matters for the episode's last segment, whose carry is 0 anyway.)
+    a_high = _reverse_scan(
+        seg.start * (ret_term - vh),
+        gamma * (seg.start * cfg.lam_seg + ~seg.start),
+    )
+    return a_low, ret_term, a_high
+
+
+def _reverse_scan(increment: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """``out[t] = increment[t] + carry[t] * out[t + 1]`` along axis 0, with ``out[T] = 0``.
+
+    The module's only loop: over turn positions (at most the longest episode), each step
+    vectorised over all episodes (and over stacked recursions).
+    """
+    increment, carry = np.broadcast_arrays(increment, carry)
+    out = np.zeros((increment.shape[0] + 1, *increment.shape[1:]))
+    for t in range(increment.shape[0] - 1, -1, -1):
+        np.multiply(carry[t], out[t + 1], out=out[t])
+        out[t] += increment[t]
+    return out[:-1]
+
+
+def _standardize(x: np.ndarray, in_set: np.ndarray) -> np.ndarray:
+    """``(x - mean) / (std + 1e-8)`` on every cell, with stats over ``in_set`` (population std).
+
+    As in the released code, an empty set leaves ``x`` unchanged; a set of one maps its member to
+    0. Masked sums instead of ``x[in_set]``: boolean indexing is slow on large batches.
+    """
+    weight = in_set.astype(np.float64)
+    count = weight.sum()
+    if count == 0:
+        return x.copy()
+    centered = x - (x * weight).sum() / count
+    std = np.sqrt((centered * centered * weight).sum() / count)
+    return centered / (std + NORM_EPS)
+
+
+def _copy(x: np.ndarray, in_set: np.ndarray) -> np.ndarray:
+    return x.copy()
+
+
+def _next(x: np.ndarray, fill: Any) -> np.ndarray:
+    """The next turn's value: ``out[t] = x[t + 1]``, ``fill`` after the last row."""
+    out = np.empty_like(x)
+    out[:-1] = x[1:]
+    out[-1] = fill
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Row layout and input validation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Grid:
+    """Maps flat input rows to cells of the time-major ``[T, E]`` grid and back."""
+
+    cell: np.ndarray
+    """Flat grid index ``turn_rank * E + episode`` of every input row."""
+    order: np.ndarray
+    """Input rows sorted by (episode, turn)."""
+    sorted_first: np.ndarray
+    """In sorted order: the row is its episode's first turn."""
+    lengths: np.ndarray
+    """Turns per episode, ``[E]``."""
+    live: np.ndarray
+    """``[T, E]``: the cell holds a turn."""
+    keys: np.ndarray
+    """Episode key of each grid column (for error messages)."""
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.cell)
+
+    @classmethod
+    def build(cls, episode_id: Any, turn_index: Any) -> _Grid:
+        keys = _to_numpy(episode_id)
+        if keys.ndim != 1 or len(keys) == 0:
+            raise ValueError(f"episode_id must be a non-empty 1-D sequence, got shape {keys.shape}")
+        n_rows = len(keys)
+        turns = _as_turn_index(turn_index, n_rows)
+        ids = keys
+        if ids.dtype.kind not in "iub":
+            try:
+                _, ids = np.unique(ids, return_inverse=True)
+            except TypeError as err:
+                raise ValueError(f"episode_id values must be mutually comparable: {err}") from err
+        ids = ids.reshape(-1).astype(np.int64, copy=False)
+        order = _sort_rows(ids, turns)
+        sorted_ids, sorted_turns = ids[order], turns[order]
+        same_episode = sorted_ids[1:] == sorted_ids[:-1]
+        repeated = same_episode & (sorted_turns[1:] == sorted_turns[:-1])
+        if repeated.any():
+            k = int(np.argmax(repeated))
+            raise ValueError(
+                f"duplicate (episode_id, turn_index) pair ({keys[order[k]]!r}, "
+                f"{int(sorted_turns[k])}); de-duplicate repeated or padded turns first"
+            )
+        first = np.ones(n_rows, dtype=bool)
+        first[1:] = ~same_episode
+        column = np.cumsum(first) - 1  # dense episode index of each sorted row
+        first_row = np.flatnonzero(first)
+        lengths = np.diff(np.append(first_row, n_rows))
+        cell = np.empty(n_rows, dtype=np.int64)
+        cell[order] = (np.arange(n_rows) - first_row[column]) * len(first_row) + column
+        live = np.arange(int(lengths.max()))[:, None] < lengths
+        return cls(cell, order, first, lengths, live, keys[order[first_row]])
+
+    def pad(self, rows: np.ndarray, fill: Any) -> np.ndarray:
+        """Scatter ``[N]`` rows (input order) onto the grid; empty cells get ``fill``."""
+        out = np.full(self.live.size, fill, dtype=rows.dtype)
+        out[self.cell] = rows
+        return out.reshape(self.live.shape)
+
+    def pad_sorted(self, rows: np.ndarray, fill: Any) -> np.ndarray:
+        """Like :meth:`pad` for rows already in (episode, turn) order."""
+        out = np.full(self.live.size, fill, dtype=rows.dtype)
+        out[self.cell[self.order]] = rows
+        return out.reshape(self.live.shape)
+
+    def unpad(self, cells: np.ndarray) -> np.ndarray:
+        """Gather the grid back to ``[N]`` rows in input order."""
+        return np.take(cells.reshape(-1), self.cell)
+
+    def check_done_only_at_end(self, done: np.ndarray) -> None:
+        early = done & _next(self.live, False)
+        if early.any():
+            t, e = np.argwhere(early)[0]
+            raise ValueError(
+                f"episode {self.keys[e]!r} is done at its turn #{t} but has later turns; keep "
+                f"only the active turns (up to and including the first done)"
+            )
+
+
+def _sort_rows(ids: np.ndarray, turns: np.ndarray) -> np.ndarray:
+    """Row order by (episode, turn); one int64 sort key when it fits (much faster than lexsort)."""
+    id_low, turn_low = int(ids.min()), int(turns.min())
+    span = int(turns.max()) - turn_low + 1
+    if (int(ids.max()) - id_low + 1) * span < 2**62:
+        return np.argsort((ids - id_low) * span + (turns - turn_low))
+    return np.lexsort((turns, ids))
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _first_tensor(*candidates: Any) -> Any:
+    if torch is None:  # pragma: no cover
+        return None
+    return next((x for x in candidates if isinstance(x, torch.Tensor)), None)
+
+
+def _float_dtype(like: Any) -> Any:
+    return like.dtype if like.dtype.is_floating_point else torch.float32
+
+
+def _checked_1d(x: Any, name: str, n_rows: int) -> np.ndarray:
+    if x is None:
+        raise ValueError(f"{name} is required")
+    array = _to_numpy(x)
+    if array.ndim != 1 or len(array) != n_rows:
+        raise ValueError(f"{name} must have shape [{n_rows}] like episode_id, got {array.shape}")
+    return array
+
+
+def _as_float(x: Any, name: str, n_rows: int) -> np.ndarray:
+    array = _checked_1d(x, name, n_rows)
+    try:
+        array = array.astype(np.float64, copy=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric: {err}") from err
+    if not np.isfinite(array).all():
+        bad_rows = np.flatnonzero(~np.isfinite(array))[:5].tolist()
+        raise ValueError(f"{name} has NaN or infinite values (rows {bad_rows}...)")
+    return array
+
+
+def _as_probability(x: Any, n_rows: int) -> np.ndarray:
+    if x is None:
+        raise ValueError("switch_advantage='paper' needs beta, the policy's SWITCH probability")
+    array = _as_float(x, "beta", n_rows)
+    if ((array < 0.0) | (array > 1.0)).any():
+        raise ValueError("beta must be a probability in [0, 1]")
+    return array
+
+
+def _as_bool(x: Any, name: str, n_rows: int) -> np.ndarray:
+    array = _checked_1d(x, name, n_rows)
+    if array.dtype == np.bool_:
+        return array
+    numeric = _as_float(array, name, n_rows)
+    if not ((numeric == 0.0) | (numeric == 1.0)).all():
+        raise ValueError(f"{name} must hold booleans (or 0/1)")
+    return numeric.astype(bool)
+
+
+def _as_turn_index(x: Any, n_rows: int) -> np.ndarray:
+    array = _checked_1d(x, "turn_index", n_rows)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    numeric = _as_float(array, "turn_index", n_rows)
+    if not (numeric == np.round(numeric)).all():
+        raise ValueError("turn_index must hold integers")
+    return numeric.astype(np.int64)
+
+
+def _as_spans(x: Any, n_rows: int) -> np.ndarray:
+    """Object array of subgoal spans (str or None)."""
+    if x is None or isinstance(x, str) or len(x) != n_rows:
+        raise ValueError(f"subgoal_span must be a sequence of {n_rows} str-or-None values")
+    if isinstance(x, np.ndarray) and x.dtype == object and x.ndim == 1:
+        return x
+    spans = np.empty(n_rows, dtype=object)
+    spans[:] = list(x)
+    return spans
