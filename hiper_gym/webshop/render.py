@@ -13,7 +13,7 @@ applies the same whitespace rules as bs4: a node made only of ASCII whitespace b
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from hiper_gym.webshop.shop import (
@@ -33,87 +33,87 @@ from hiper_gym.webshop.shop import (
 
 OBSERVATION_MODES = ("text", "text_rich")
 SEP = " [SEP] "
-_ASCII_SPACES = str.maketrans("", "", " \n\t\x0c\r")
+_ASCII_SPACES = " \n\t\x0c\r"  # what bs4 treats as whitespace
 
 # node roles
 TEXT, BUTTON, LABEL, LINK = "text", "button", "label", "link"
 Node = tuple[str, str]
 
 
-def _node(raw: Any, role: str = TEXT, *, preformatted: bool = False) -> Iterator[Node]:
+def _add(nodes: list[Node], raw: Any, role: str = TEXT, *, preformatted: bool = False) -> None:
     text = raw if isinstance(raw, str) else str(raw)
     if not text:
         return
-    if not preformatted and not text.translate(_ASCII_SPACES):
+    if not preformatted and not text.strip(_ASCII_SPACES):  # strip stops at the first letter
         if "\n" in text:
             return  # bs4 turns it into "\n", which both conversions skip
         text = " "
-    yield text, role
+    nodes.append((text, role))
 
 
-def _instruction(state: PageState) -> Iterator[Node]:
-    yield from _node("Instruction:")
-    yield from _node(state.instruction_text)
+def _instruction(nodes: list[Node], state: PageState) -> None:
+    _add(nodes, "Instruction:")
+    _add(nodes, state.instruction_text)
 
 
-def _search_nodes(state: SearchPage) -> Iterator[Node]:
-    yield from _node("WebShop")
-    yield from _node("Instruction: ")
-    yield from _node(state.instruction_text)
-    yield from _node(SEARCH_BUTTON, BUTTON)
+def _search_nodes(state: SearchPage, nodes: list[Node]) -> None:
+    _add(nodes, "WebShop")
+    _add(nodes, "Instruction: ")
+    _add(nodes, state.instruction_text)
+    _add(nodes, SEARCH_BUTTON, BUTTON)
 
 
-def _results_nodes(state: ResultsPage) -> Iterator[Node]:
-    yield from _instruction(state)
-    yield from _node(BACK_TO_SEARCH, BUTTON)
-    yield from _node(f"Page {state.page} (Total results: {state.total})")
+def _results_nodes(state: ResultsPage, nodes: list[Node]) -> None:
+    _instruction(nodes, state)
+    _add(nodes, BACK_TO_SEARCH, BUTTON)
+    _add(nodes, f"Page {state.page} (Total results: {state.total})")
     if state.page > 1:
-        yield from _node(PREV_PAGE, BUTTON)
-    yield from _node(NEXT_PAGE, BUTTON)
+        _add(nodes, PREV_PAGE, BUTTON)
+    _add(nodes, NEXT_PAGE, BUTTON)
     for product in state.products:
-        yield from _node(product["asin"], LINK)
-        yield from _node(product["Title"])
-        yield from _node(product["Price"])
+        _add(nodes, product["asin"], LINK)
+        _add(nodes, product["Title"])
+        _add(nodes, product["Price"])
 
 
-def _item_nodes(state: ItemPage) -> Iterator[Node]:
-    yield from _instruction(state)
-    yield from _node(BACK_TO_SEARCH, BUTTON)
-    yield from _node(PREV_PAGE, BUTTON)
+def _item_nodes(state: ItemPage, nodes: list[Node]) -> None:
+    _instruction(nodes, state)
+    _add(nodes, BACK_TO_SEARCH, BUTTON)
+    _add(nodes, PREV_PAGE, BUTTON)
     product = state.product
     for name, values in product["options"].items():
-        yield from _node(name)
+        _add(nodes, name)
         for value in values:
-            yield from _node(value, LABEL)
-    yield from _node(product["Title"])
-    yield from _node(f"Price: {product['Price']}")
-    yield from _node(f"Rating: {product['Rating']}")
+            _add(nodes, value, LABEL)
+    _add(nodes, product["Title"])
+    _add(nodes, f"Price: {product['Price']}")
+    _add(nodes, f"Rating: {product['Rating']}")
     for sub_page in SUB_PAGES[:3] + (SUB_PAGES[3:] if state.show_attrs else ()):
-        yield from _node(sub_page, BUTTON)
-    yield from _node(END_BUTTON, BUTTON)
+        _add(nodes, sub_page, BUTTON)
+    _add(nodes, END_BUTTON, BUTTON)
 
 
-def _sub_page_nodes(state: ItemSubPage) -> Iterator[Node]:
-    yield from _instruction(state)
-    yield from _node(BACK_TO_SEARCH, BUTTON)
-    yield from _node(PREV_PAGE, BUTTON)
+def _sub_page_nodes(state: ItemSubPage, nodes: list[Node]) -> None:
+    _instruction(nodes, state)
+    _add(nodes, BACK_TO_SEARCH, BUTTON)
+    _add(nodes, PREV_PAGE, BUTTON)
     product = state.product
     if state.sub_page == "Description":
-        yield from _node(product["Description"])
+        _add(nodes, product["Description"])
     elif state.sub_page == "Features":
         for bullet in product["BulletPoints"]:
-            yield from _node(f" {bullet}")
+            _add(nodes, f" {bullet}")
     elif state.sub_page == "Reviews":
         for review in product["Reviews"]:
-            yield from _node(f'"{review.get("title", "")}"')
-            yield from _node(review.get("score", ""))
-            yield from _node(review.get("body", ""))
+            _add(nodes, f'"{review.get("title", "")}"')
+            _add(nodes, review.get("score", ""))
+            _add(nodes, review.get("body", ""))
     else:
         for attribute in product["Attributes"]:
-            yield from _node(f" {attribute}")
-        yield from _node(product["category"])
-        yield from _node(product["query"])
-        yield from _node(product["product_category"])
+            _add(nodes, f" {attribute}")
+        _add(nodes, product["category"])
+        _add(nodes, product["query"])
+        _add(nodes, product["product_category"])
 
 
 def options_json(options: Mapping[str, str]) -> str:
@@ -127,33 +127,33 @@ def options_json(options: Mapping[str, str]) -> str:
     )
 
 
-def _done_nodes(state: DonePage) -> Iterator[Node]:
+def _done_nodes(state: DonePage, nodes: list[Node]) -> None:
     # Upstream's text env renders the done page with only asin/options/reward set: the other fields
     # are ``None`` (shown as "None") and ``goal.*`` lookups on ``None`` are empty.
-    yield from _node("Thank you for shopping with us!")
-    yield from _node("Your code: ")
-    yield from _node("None", preformatted=True)
-    yield from _node(" (Paste it in your MTurk interface.)")
-    yield from _node("Purchased")
-    yield from _node("asin")
-    yield from _node(state.asin, preformatted=True)
-    yield from _node("options")
-    yield from _node(options_json(state.options), preformatted=True)
+    _add(nodes, "Thank you for shopping with us!")
+    _add(nodes, "Your code: ")
+    _add(nodes, "None", preformatted=True)
+    _add(nodes, " (Paste it in your MTurk interface.)")
+    _add(nodes, "Purchased")
+    _add(nodes, "asin")
+    _add(nodes, state.asin, preformatted=True)
+    _add(nodes, "options")
+    _add(nodes, options_json(state.options), preformatted=True)
     for label in ("attrs", "category", "query", "product category"):
-        yield from _node(label)
-        yield from _node("None", preformatted=True)
-    yield from _node("Target")
+        _add(nodes, label)
+        _add(nodes, "None", preformatted=True)
+    _add(nodes, "Target")
     for label in ("asin", "options", "attrs", "price upper", "instuction text"):
-        yield from _node(label)
+        _add(nodes, label)
     for label in ("category", "product category", "query"):
-        yield from _node(label)
-    yield from _node("Goal ")
-    yield from _node("None", preformatted=True)
-    yield from _node("Reward")
-    yield from _node("Your score (min 0.0, max 1.0)")
-    yield from _node(repr(float(state.reward)), preformatted=True)
-    yield from _node("Reward Details ")
-    yield from _node("None", preformatted=True)
+        _add(nodes, label)
+    _add(nodes, "Goal ")
+    _add(nodes, "None", preformatted=True)
+    _add(nodes, "Reward")
+    _add(nodes, "Your score (min 0.0, max 1.0)")
+    _add(nodes, repr(float(state.reward)), preformatted=True)
+    _add(nodes, "Reward Details ")
+    _add(nodes, "None", preformatted=True)
 
 
 _NODE_BUILDERS = {
@@ -167,7 +167,9 @@ _NODE_BUILDERS = {
 
 def text_nodes(state: PageState) -> list[Node]:
     """The visible text nodes of the page, in document order, as ``(text, role)``."""
-    return list(_NODE_BUILDERS[state.kind](state))
+    nodes: list[Node] = []
+    _NODE_BUILDERS[state.kind](state, nodes)
+    return nodes
 
 
 def _rich_line(text: str, role: str, state: PageState, clicked_prefix: list[str]) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,7 @@ class WebShop:
         show_attrs: bool = False,
         search_backdoors: bool = False,
         cache_dir: str | Path | None = None,
+        search_cache_size: int = 1024,
     ) -> None:
         """Load the data and build the index.
 
@@ -219,6 +221,8 @@ class WebShop:
             show_attrs: Show the ``Attributes`` button on item pages (upstream's ``show_attrs``).
             search_backdoors: Enable upstream's ``<r>``/``<a>``/``<c>``/``<q>`` special queries.
             cache_dir: Root of the search-index cache (large catalogues only).
+            search_cache_size: Ranked result lists kept per query string (agents in a group
+                repeat queries; search is deterministic, so caching changes no result).
         """
         self.catalogue = catalogue or load_catalogue(data_dir, num_products=num_products)
         self.goal_set: GoalSet = build_goals(self.catalogue, goal_source, goal_seed)
@@ -226,6 +230,8 @@ class WebShop:
         self.show_attrs = show_attrs
         self.search_backdoors = search_backdoors
         self._backdoor_rng = random.Random(goal_seed)
+        self._search_cache: OrderedDict[str, list[str]] = OrderedDict()
+        self._search_cache_size = search_cache_size
         self._attribute_to_asins: dict[str, set[str]] = {}
         for product in self.catalogue.products:
             for attribute in product["Attributes"]:
@@ -257,7 +263,19 @@ class WebShop:
                 return [p for p in products if p["category"] == category]
             return [p for p in products if p["query"] == rest]
         by_asin = self.catalogue.by_asin
-        return [by_asin[asin] for asin in self.search_engine.search(" ".join(keywords))]
+        return [by_asin[asin] for asin in self._ranked_asins(" ".join(keywords))]
+
+    def _ranked_asins(self, query: str) -> list[str]:
+        asins = self._search_cache.get(query)
+        if asins is None:
+            asins = self.search_engine.search(query)
+            if self._search_cache_size > 0:
+                self._search_cache[query] = asins
+                if len(self._search_cache) > self._search_cache_size:
+                    self._search_cache.popitem(last=False)
+        else:
+            self._search_cache.move_to_end(query)
+        return asins
 
     def price(self, asin: str) -> float:
         """The price used for scoring (range prices were drawn once from ``goal_seed``)."""

@@ -57,3 +57,12 @@ def test_backdoors_are_off_by_default():
     products = with_backdoors.search(["<q>", "olive", "oil"])
     assert products and all(p["query"] == "olive oil" for p in products)
     assert len(with_backdoors.search(["<r>"])) == 50
+
+
+def test_result_cache_changes_no_result():
+    cached, uncached = WebShop(), WebShop(search_cache_size=0)
+    for query in (["black", "hoodie"], ["olive", "oil"], ["black", "hoodie"], ["zzz"]):
+        assert [p["asin"] for p in cached.search(query)] == [
+            p["asin"] for p in uncached.search(query)
+        ]
+    assert len(cached._search_cache) == 3 and not uncached._search_cache
