@@ -3,6 +3,8 @@
 Nothing here imports :mod:`hiper_gym.agents`; the learners import from here.
 """
 
+from .discrete_commands import DiscreteCommands
+from .encode_text import EncodeText
 from .options import STOP_REASONS, FollowPlan, Options, plan_to_subgoals
 from .parsing import (
     FLAVORS,
@@ -22,6 +24,7 @@ from .prompts import (
     default_template,
     format_admissible_actions,
 )
+from .text_encoders import HashingBagOfWords, TextEncoder
 
 __all__ = [
     "FLAVORS",
@@ -29,13 +32,17 @@ __all__ = [
     "STYLES",
     "TEMPLATE_FIELDS",
     "Block",
+    "DiscreteCommands",
+    "EncodeText",
     "FollowPlan",
+    "HashingBagOfWords",
     "Options",
     "ParsedResponse",
     "PlanExecute",
     "PromptBuilder",
     "PromptObservation",
     "PromptTemplate",
+    "TextEncoder",
     "default_template",
     "env_flavor",
     "format_admissible_actions",
