@@ -21,7 +21,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -33,7 +32,8 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from hiper_gym.webshop import render, text_env
+from hiper_gym.webshop import text_env
+from hiper_gym.webshop.render import BUTTON, LABEL, LINK, SEP
 from hiper_gym.webshop.server import LocalServer, create_app
 from hiper_gym.webshop.shop import parse_action
 from hiper_gym.webshop.text_env import MAX_ACTION_LENGTH, SEARCH_TEMPLATE, WebShopTextEnv
@@ -61,6 +61,8 @@ PAGE_TIMEOUT_S = 20.0
 #: Longer queries (or ones with line breaks or characters beyond the BMP, which chromedriver cannot
 #: type) are submitted through the search form's URL: typing 8,000 keys one by one takes seconds.
 MAX_TYPED_QUERY_LENGTH = 256
+#: The characters BeautifulSoup (upstream's HTML parser) treats as whitespace.
+_BS4_WHITESPACE = " \n\t\x0c\r"
 
 # Reads everything an observation needs in one round trip: the page's text nodes in document order
 # (upstream's ``soup.findAll(text=True)`` minus style/script/head/title/meta, hidden CSS included),
@@ -304,24 +306,12 @@ class WebShopBrowserEnv(WebShopTextEnv):
         return self._format(page["nodes"], page_state)
 
     def _format(self, dom_nodes: list[list[Any]], page_state: dict[str, Any]) -> str:
-        """The page's text nodes -> the text env's observation (the core's formatting rules)."""
-        nodes = [
-            node
-            for raw, role, preformatted in dom_nodes
-            for node in render._node(raw, role, preformatted=preformatted)
-        ]
+        """The page's text nodes -> the observation string, like the text env's."""
+        nodes = [node for raw, role, pre in dom_nodes if (node := _bs4_node(raw, role, pre))]
         if self.observation_mode == "text":
-            observation = render.SEP.join(text.strip() for text, _ in nodes)
+            observation = SEP.join(text.strip() for text, _ in nodes)
         else:
-            state = SimpleNamespace(
-                keywords=tuple(page_state.get("keywords", ())),
-                page=page_state.get("page", 1),
-                options=page_state.get("options", {}),
-                visited_asins=frozenset(page_state.get("visited_asins", ())),
-            )
-            clicked: list[str] = []
-            body = "".join(render._rich_line(t, r, state, clicked) + "\n" for t, r in nodes)
-            observation = "".join(reversed(clicked)) + body
+            observation = _rich_observation(nodes, page_state)
         observation = text_env._OUTSIDE_CHARSET.sub("\ufffd", observation)
         self._observation = observation[: self.max_observation_length]
         return self._observation
@@ -441,6 +431,42 @@ class WebShopBrowserEnv(WebShopTextEnv):
             self.server.close()
             self.server = None
         super().close()
+
+
+def _bs4_node(raw: str, role: str, preformatted: bool) -> tuple[str, str] | None:
+    """A DOM text node as BeautifulSoup reports it (``None``: a node upstream skips).
+
+    A whitespace-only node becomes a newline, which upstream's conversion skips, when it holds a
+    line break, and one space otherwise.
+    """
+    if not preformatted and raw and not raw.strip(_BS4_WHITESPACE):
+        return None if "\n" in raw else (" ", role)
+    return (raw, role) if raw else None
+
+
+def _rich_observation(nodes: list[tuple[str, str]], page_state: dict[str, Any]) -> str:
+    """Upstream's ``convert_html_to_text(simple=False)``: one line per node, clickables marked."""
+    # Upstream marks an option "clicked" when '"value"' occurs in the item page's URL, which holds
+    # the keywords, the page number and the selected options as JSON.
+    keywords = "+".join(page_state.get("keywords", ()))
+    url_tail = f"{keywords}/{page_state.get('page', 1)}/{json.dumps(page_state.get('options', {}))}"
+    visited = set(page_state.get("visited_asins", ()))
+    clicked: list[str] = []
+    lines = []
+    for text, role in nodes:
+        if role == BUTTON:
+            lines.append(f"[button] {text} [button_]")
+        elif role == LABEL and f'"{text}"' in url_tail:
+            clicked.append(f"You have clicked {text}.\n")
+            lines.append(f"  [clicked button] {text} [clicked button_]")
+        elif role == LABEL:
+            lines.append(f"  [button] {text} [button_]")
+        elif role == LINK:
+            mark = "clicked button" if text in visited else "button"
+            lines.append(f"\n[{mark}] {text} [{mark}_]")
+        else:
+            lines.append(text)
+    return "".join(reversed(clicked)) + "".join(line + "\n" for line in lines)
 
 
 def _preview(action: Any, limit: int = 60) -> str:
