@@ -2,16 +2,13 @@
 
 The processed records are plain dicts with upstream's field names (``Title``, ``BulletPoints``,
 ``Description``, ``Attributes``, ``Price``, ``pricing``, ``options``, ``query``,
-``product_category``,
-``name``, ``asin`` ...) so that code ported from WebShop reads them unchanged.
+``product_category``, ``name``, ``asin`` ...) so that code ported from WebShop reads them unchanged.
 
 Processing rules follow upstream's ``load_products`` (see the module docstring of
 :mod:`hiper_gym.webshop` for the deviations): records whose ASIN is ``'nan'``, longer than 10
-characters
-or already seen are skipped; prices are parsed from ``"$a"`` / ``"$a$b"`` strings (empty ->
-``[100.0]``);
-option names and values are lower-cased and ``/`` becomes ``" | "``; attributes come from the
-``items_ins_v2*.json`` file (``['DUMMY_ATTR']`` when absent).
+characters or already seen are skipped; prices are parsed from ``"$a"`` / ``"$a$b"`` strings (empty
+-> ``[100.0]``); option names and values are lower-cased and ``/`` becomes ``" | "``; attributes
+come from the ``items_ins_v2*.json`` file (``['DUMMY_ATTR']`` when absent).
 """
 
 from __future__ import annotations
@@ -318,8 +315,8 @@ def load_catalogue(
 
     Args:
         data_dir: Folder with one ``items_shuffle*.json`` and one ``items_ins_v2*.json`` and
-            optionally
-            ``items_human_ins.json``. ``None``: ``$WEBSHOP_DATA``, else the embedded catalogue.
+            optionally ``items_human_ins.json``. ``None``: ``$WEBSHOP_DATA``, else the embedded
+            catalogue.
         items_file: Product file to use (a name in ``data_dir`` or a path) when the folder holds
             several.
         attributes_file: Attribute/instruction file to use likewise.

@@ -1,12 +1,10 @@
 """Deterministic generator of WebShop-like catalogues in upstream's raw schema.
 
 The project ships no scraped data: its default catalogue is generated here from fixed vocabularies
-and
-a seeded ``random.Random``. Products cover upstream's five categories (beauty, fashion, garden,
+and a seeded ``random.Random``. Products cover upstream's five categories (beauty, fashion, garden,
 electronics, grocery) with brands, titles, descriptions, bullet points, options (raw
 ``customization_options`` form, mixed case, some ``/`` values), prices (single, ranges and missing)
-and,
-in the ``items_ins_v2`` file, attributes and synthetic instructions.
+and, in the ``items_ins_v2`` file, attributes and synthetic instructions.
 
 ``scripts/generate_webshop_catalogue.py`` writes the embedded files; the benchmark uses
 :func:`generate_catalogue` in memory for 1k-100k products.

@@ -3,10 +3,8 @@
 Everything random here (range prices, ``price_upper`` draws, the shuffle) comes from one
 ``random.Random(goal_seed)`` created for the purpose, in upstream's order: product prices, then goal
 prices, then the shuffle. Upstream draws the first two from the unseeded global RNG and shuffles
-with
-``random.seed(233)``, so its goal list differs run to run; here goal *i* is the same goal for a
-given
-catalogue and ``goal_seed`` in every process.
+with ``random.seed(233)``, so its goal list differs run to run; here goal *i* is the same goal for a
+given catalogue and ``goal_seed`` in every process.
 """
 
 from __future__ import annotations

@@ -2,12 +2,10 @@ r"""Page state -> upstream's ``text`` / ``text_rich`` observation, without build
 
 Upstream renders a Jinja template, parses it with BeautifulSoup and joins the visible text nodes
 (``' [SEP] '`` for ``text``; one line per node with ``[button]`` markers for ``text_rich``). This
-module
-lists, for each page state, the text nodes that the upstream templates produce, in document order,
-with
-the role the ``text_rich`` conversion needs (plain text, button, option label, product link), and
-applies the same whitespace rules as bs4: a node made only of ASCII whitespace becomes ``"\n"``
-(dropped) if it contains a newline and ``" "`` otherwise (an empty ``text`` segment).
+module lists, for each page state, the text nodes that the upstream templates produce, in document
+order, with the role the ``text_rich`` conversion needs (plain text, button, option label, product
+link), and applies the same whitespace rules as bs4: a node made only of ASCII whitespace becomes
+``"\n"`` (dropped) if it contains a newline and ``" "`` otherwise (an empty ``text`` segment).
 """
 
 from __future__ import annotations

@@ -8,14 +8,13 @@
 with upstream's quirks kept on purpose, so that scores equal upstream's:
 
 * fuzzy matches use thefuzz's ``token_set_ratio(a, b) > 85`` (both sides stringified, Latin-1
-characters
-  dropped, punctuation to spaces, lower-cased, score rounded to an int), computed with rapidfuzz;
+  characters dropped, punctuation to spaces, lower-cased, score rounded to an int), computed with
+  rapidfuzz;
 * :func:`normalize_color` returns the first colour of ``COLOR_SET`` contained in the value, so it
   shortens a purchased value (``"green2"`` -> ``"green"``, ``"dash"`` -> ``"ash"``) while a
-  synthetic
-  goal option, passed as a ``(name, value)`` tuple, only changes when an element *equals* a colour.
-  Buying the goal's own option can therefore miss: on the real 100-product sample 21 of the 501
-  synthetic goals score below 1.0 for an exact oracle purchase;
+  synthetic goal option, passed as a ``(name, value)`` tuple, only changes when an element *equals*
+  a colour. Buying the goal's own option can therefore miss: on the real 100-product sample 21 of
+  the 501 synthetic goals score below 1.0 for an exact oracle purchase;
 * the title score compares noun lists (see :mod:`hiper_gym.webshop.nouns`).
 """
 

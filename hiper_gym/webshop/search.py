@@ -3,17 +3,13 @@ r"""BM25 product search on bm25s, with upstream's (pyserini's) parameters.
 Upstream searches a Lucene index (k1=0.9, b=0.4, StandardTokenizer, 33 English stop words, Porter
 stemmer) and returns at most 50 matching documents. Here: lower-casing, ``\b\w+\b`` tokens
 (1-character tokens such as sizes are kept), the same 33 stop words, PyStemmer's Porter stemmer,
-bm25s's
-Lucene BM25 variant, only documents with a positive score, and ties broken by catalogue order
-(Lucene's
-doc-id order). Differences with Lucene that remain: ``7.5`` is two tokens here, one in Lucene;
-Lucene
-also strips a trailing possessive ``'s`` (here ``men's`` gives ``men`` and ``s``, ``s`` being a
-1-character token that rarely matters).
+bm25s's Lucene BM25 variant, only documents with a positive score, and ties broken by catalogue
+order (Lucene's doc-id order). Differences with Lucene that remain: ``7.5`` is two tokens here, one
+in Lucene; Lucene also strips a trailing possessive ``'s`` (here ``men's`` gives ``men`` and ``s``,
+``s`` being a 1-character token that rarely matters).
 
 Large indexes are cached on disk (bm25s ``save``/``load``) under
-``~/.cache/hiper-gym/webshop/<key>``,
-keyed by the catalogue fingerprint, so they are built once.
+``~/.cache/hiper-gym/webshop/<key>``, keyed by the catalogue fingerprint, so they are built once.
 """
 
 from __future__ import annotations
@@ -87,8 +83,7 @@ class SearchEngine:
         Args:
             catalogue: The products to index.
             cache_dir: Cache root; ``None`` uses :func:`default_cache_dir`. The cache is used only
-                for
-                catalogues of at least ``CACHE_MIN_PRODUCTS`` products.
+                for catalogues of at least ``CACHE_MIN_PRODUCTS`` products.
         """
         self.asins = [product["asin"] for product in catalogue.products]
         self.analyzer = Analyzer()

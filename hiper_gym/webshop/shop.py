@@ -1,8 +1,7 @@
 """The shop core: the page state machine shared by the text env and the Flask site.
 
 A :class:`WebShop` holds the catalogue, the search engine and the goals. A :class:`ShopSession` is
-one
-shopper working on one goal; it moves between immutable page states:
+one shopper working on one goal; it moves between immutable page states:
 
 * :class:`SearchPage` -> ``search[q]`` -> :class:`ResultsPage` (10 per page, at most 50 results)
 * :class:`ResultsPage` -> ``click[<asin>]`` -> :class:`ItemPage`; ``next >`` / ``< prev`` page
@@ -13,12 +12,10 @@ shopper working on one goal; it moves between immutable page states:
 * ``click[back to search]`` anywhere it is shown -> :class:`SearchPage`
 
 Upstream quirks kept (spec §1.7, §7.3): ``search[...]`` works from every page (upstream's text env
-does
-not check for a search bar); ``Next >`` is shown on every results page, even past the last; the
-selected
-options (and the item) are cleared whenever a results page is rendered; clickables are lower-cased
-(ASINs too); anything not understood is a no-op. The ``<r>/<a>/<c>/<q>`` search backdoors are off
-unless ``search_backdoors=True``.
+does not check for a search bar); ``Next >`` is shown on every results page, even past the last; the
+selected options (and the item) are cleared whenever a results page is rendered; clickables are
+lower-cased (ASINs too); anything not understood is a no-op. The ``<r>/<a>/<c>/<q>`` search
+backdoors are off unless ``search_backdoors=True``.
 """
 
 from __future__ import annotations

@@ -31,12 +31,16 @@ class WebShopTextEnv(gym.Env[str, str]):
     upstream's score in [0, 1], paid on ``click[buy now]``, which terminates the episode.
 
     ``info`` holds ``task`` (the instruction), ``task_score`` (the score, 0 before buying), ``won``
-    (score == 1.0, verl-agent's success), ``available_actions`` (upstream's
-    ``{"has_search_bar", "clickables"}``), ``admissible_commands`` (``"search[<your query>]"`` when
-    the search bar is shown,
-    then ``click[x]`` for every clickable except ``search``, which upstream ignores),
-    ``is_action_valid``,
-    ``goal_index`` and ``page`` (the page kind).
+    (score == 1.0, verl-agent's success), ``available_actions`` (upstream's ``{"has_search_bar",
+    "clickables"}``), ``admissible_commands`` (``"search[<your query>]"`` when the search bar is
+    shown, then ``click[x]`` for every clickable except ``search``, which upstream ignores),
+    ``is_action_valid``, ``goal_index`` and ``page`` (the page kind).
+
+    For users of upstream's ``WebAgentTextEnv``: ``human_goals=False`` is
+    ``goal_source="synthetic"`` (the default here, as in verl-agent), ``file_path``/``attr_path``
+    are the files of ``data_dir``, ``reset(session=i)`` is ``reset(options={"goal_index": i})``, and
+    the 15-step limit of verl-agent is the registered ``max_episode_steps``.
+    ``get_available_actions()`` is kept.
 
     Example:
         >>> import gymnasium as gym
@@ -79,9 +83,8 @@ class WebShopTextEnv(gym.Env[str, str]):
                 ``"eval"`` ([500, 1500)), ``"test"`` ([0, 500)) or ``"all"``.
             goal_source: ``"synthetic"`` (what verl-agent trains on) or ``"human"``.
             observation_mode: ``"text"`` or ``"text_rich"``.
-            goal_seed: Seed for range prices, price limits and the goal order (fixed per env so
-                that a
-                goal index means the same goal everywhere).
+            goal_seed: Seed for range prices, price limits and the goal order (fixed per env so that
+                a goal index means the same goal everywhere).
             num_products: Use only the first ``num_products`` raw records.
             show_attrs: Show the ``Attributes`` button on item pages.
             search_backdoors: Enable upstream's ``<r>``/``<a>``/``<c>``/``<q>`` special queries.

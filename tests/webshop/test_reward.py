@@ -129,3 +129,92 @@ def test_real_sample_oracle_purchases_score_like_upstream(sample_shop):
     assert Counter(round(s, 3) for s in scores if s < 1.0) == Counter(
         {0.889: 10, 0.833: 9, 0.8: 1, 0.667: 1}
     )
+
+
+# The cases below are upstream's own unit tests (tests/web-agent-site/engine/test_goal.py),
+# re-expressed here: same inputs, same expected values.
+ADIDAS = "adidas Unisex-Adult D.o.n. Issue 2 Basketball Shoe"
+CORD = "Saireed UL Listed 2 Prong Power Cord for JBL Bar 3.1 Bar 2.1 Channel 4K Ultra HD Soundbar"
+BRST = (
+    "BRST AC Power Cord Outlet Socket Cable Plug Lead for Panasonic SC-HT830V DVD/VCR Combo "
+    "Home Theater System"
+)
+
+
+@pytest.mark.parametrize(
+    ("goal_name", "bought_name", "expected"),
+    [
+        (ADIDAS, "adidas Unisex-Adult D.o.n. Issue 2 Indoor Court Shoe", 0.85),
+        (CORD + " Home Theater System Subwoofer", BRST, 0.31),
+        (CORD, BRST, 0.17),
+    ],
+)
+def test_upstream_title_scores(goal_name, bought_name, expected):
+    goal = {"query": "q", "product_category": "a › b › c", "name": goal_name}
+    bought = {"query": "q2", "product_category": "d › e", "name": bought_name}
+    assert get_type_reward(bought, goal)["title_score"] == pytest.approx(expected, abs=1e-2)
+
+
+def test_upstream_category_and_unrelated_titles():
+    goal = {"query": "Query 1", "product_category": "a › b › c", "name": "Name 1"}
+    bought = dict(goal)
+    assert get_type_reward(bought, goal)["title_score"] == 1
+    for path, match in [("b › c › a", True), ("d › e › f", False), ("a › d › b", True),
+                        ("a › a › b", True), ("a › a › d", False)]:  # fmt: skip
+        assert get_type_reward(dict(bought, product_category=path), goal)["category_match"] is match
+    goal["name"] = "Rusticware 921ORB Kitchen and Bath Cabinet Knob"
+    bought["name"] = (
+        "Minkissy 2pcs Stainless Steel Eyebrow Tweezers Blackhead Acne Remover Portable Makeup "
+        "Tweezers (Silver)"
+    )
+    assert get_type_reward(bought, goal)["title_score"] < 0.05
+
+
+def test_upstream_attribute_and_option_cases():
+    wanted = {"attributes": ["tea tree", "essential oils", "natural ingredients"]}
+    text = {"Title": "", "BulletPoints": [], "Description": ""}
+    exact = dict(text, Attributes=["tea tree", "essential oil", "natural ingredients"])
+    assert get_attribute_reward(exact, wanted) == (1, 3)
+    partial = dict(text, Attributes=["essential oil", "natural ingredients"])
+    assert get_attribute_reward(partial, wanted) == (2 / 3, 2)
+    in_text = {
+        "Attributes": [], "Title": "",
+        "BulletPoints": ["This shampoo has essential oils and smells like lemons"],
+        "Description": "Best shampoo on the market, made with natural ingredients",
+    }  # fmt: skip
+    assert get_attribute_reward(in_text, wanted) == (2 / 3, 2)
+    assert get_option_reward(["pack of 12", "grey", "XL"], ["grey", "XL", "pack of 12"]) == (1, 3)
+    assert get_option_reward(["pack of 12", "blue", "XL"], ["grey", "XL", "pack of 12"]) == (
+        2 / 3, 2,
+    )  # fmt: skip
+    assert get_option_reward(["pack of 12", "powder snow", "XL"], ["cool powder snow", "XL",
+                             "pack of 12"]) == (1, 3)  # fmt: skip
+    assert get_option_reward(["goal 1"], []) == (None, 0)
+    assert get_option_reward([], ["goal 1", "goal 2"]) == (0, 0)
+
+
+def test_upstream_get_reward_cases():
+    name = "Mens D.O.N. Issue 2 Gca Basketball Sneakers Shoes Casual - Off White"
+    goal = {
+        "query": "Query 1", "product_category": "a › b › c", "name": name,
+        "attributes": ["tea tree", "essential oils", "natural ingredients"],
+        "goal_options": {"color": "grey", "size": "XL"}, "price_upper": 40.00,
+    }  # fmt: skip
+    bought = {
+        "query": "Query 1", "product_category": "a › b › c", "name": name,
+        "Attributes": ["tea tree", "essential oil", "natural ingredients"],
+        "Title": "", "BulletPoints": [], "Description": "",
+    }  # fmt: skip
+    options = {"color": "grey", "size": "XL"}
+    assert get_reward(bought, goal, 35, options) == 1
+    bought.update(
+        Attributes=[],
+        BulletPoints="This shampoo has essential oils and smells like lemons",  # a str, as upstream
+        Description="Best shampoo on the market, made with natural ingredients",
+    )
+    assert get_reward(bought, goal, 35, options) == pytest.approx(2 / 3, abs=1e-2)
+    goal["goal_options"] = {"color": "grey", "size": "XL", "amount": "pack of 12"}
+    assert get_reward(bought, goal, 35, options) == pytest.approx(0.5714, abs=1e-2)
+    goal["name"] = CORD
+    bought.update(name=BRST, query="Query 2", product_category="a › d › e")
+    assert get_reward(bought, goal, 35, options) == pytest.approx(0.2857, abs=1e-2)
