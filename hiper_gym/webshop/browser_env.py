@@ -88,13 +88,14 @@ const clickables = [].concat(
   Array.from(document.querySelectorAll("input[type=radio]"), (el) => el.value));
 const state = document.getElementById("page-state");
 const reward = document.getElementById("reward-value");
+const instruction = document.querySelector(".instruction");
 return {
   nodes: nodes,
   clickables: clickables,
   hasSearchBar: document.getElementById("search_input") !== null,
   state: state ? state.textContent : null,
   reward: reward ? reward.textContent : null,
-  instruction: (document.querySelector(".instruction") || {}).textContent || null,
+  instruction: instruction ? instruction.textContent : null,
   url: location.href,
 };
 """
@@ -296,7 +297,8 @@ class WebShopBrowserEnv(WebShopTextEnv):
         page = self.browser.driver.execute_script(_READ_PAGE_JS)
         page_state = json.loads(page["state"]) if page["state"] else {}
         self._page_kind = page_state.get("kind", "search")
-        self._task = page["instruction"] or ""
+        if page["instruction"] is not None:  # the done page does not show it; the task stays
+            self._task = page["instruction"]
         self._reward_text = page["reward"]
         # First occurrence wins, like upstream's dict of clickables.
         self._available = {

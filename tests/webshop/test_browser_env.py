@@ -1,4 +1,4 @@
-"""HiPER-WebShopBrowser-v0 with a real headless Chromium: API, bad input, crash recovery, offline."""
+"""HiPER-WebShopBrowser-v0 with a real headless Chromium: API, bad input, crashes, offline."""
 
 from __future__ import annotations
 
