@@ -5,6 +5,7 @@ Nothing here imports :mod:`hiper_gym.agents`; the learners import from here.
 
 from .discrete_commands import DiscreteCommands
 from .encode_text import EncodeText
+from .groups import group_seeds, make_group_vec
 from .options import STOP_REASONS, FollowPlan, Options, plan_to_subgoals
 from .parsing import (
     FLAVORS,
@@ -46,6 +47,8 @@ __all__ = [
     "default_template",
     "env_flavor",
     "format_admissible_actions",
+    "group_seeds",
+    "make_group_vec",
     "parse_response",
     "plan_to_subgoals",
     "segment_starts",
