@@ -65,8 +65,9 @@ class ALFWorldEnv(gym.Env[str, str]):
     ``valid_seen``); otherwise ALFWorld's released games under ``data_dir``
     (``json_2.1.1/<split>``).
     Building the env only lists paths; a game is parsed on its first reset and kept, with its
-    engine, in a per-env LRU cache of ``cache_size`` games (about 5 MB each: every loaded game holds
-    its own copy of Fast Downward's library).
+    engine, in a per-env LRU cache of ``cache_size`` games (measured: about 7 MB each for ALFWorld's
+    games, 1.6 MB for the embedded ones; each engine holds its own copy of Fast Downward's library).
+    A reset of a cached game restores a snapshot of its initial state (no PDDL re-translation).
 
     ``info`` holds ``task`` (the goal sentence), ``task_type``, ``admissible_commands`` (sorted, no
     ``help``), ``gamefile``, ``game_index`` (-1 for a path outside ``game_files``), ``won``,
@@ -104,7 +105,7 @@ class ALFWorldEnv(gym.Env[str, str]):
         task_types: list[int | str] | tuple[int | str, ...] | None = None,
         expert: str | None = None,
         render_mode: str | None = None,
-        cache_size: int = 4,
+        cache_size: int = 8,
         max_text_length: int = DEFAULT_MAX_TEXT_LENGTH,
     ) -> None:
         if expert is not None and expert not in EXPERT_TYPES:
