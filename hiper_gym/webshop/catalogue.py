@@ -86,12 +86,18 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.products)
 
-    def fingerprint(self) -> str:
-        """A short hash of everything search and goals depend on, used as the index cache key."""
+    def fingerprint(self, documents: list[str] | None = None) -> str:
+        """A short hash of the ASINs and search documents, used as the index cache key.
+
+        Args:
+            documents: The products' :func:`search_document` texts, if already computed.
+        """
+        if documents is None:
+            documents = [search_document(product) for product in self.products]
         digest = hashlib.sha256()
-        for product in self.products:
+        for product, document in zip(self.products, documents, strict=True):
             digest.update(product["asin"].encode())
-            digest.update(search_document(product).encode("utf-8", "surrogatepass"))
+            digest.update(document.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()[:16]
 
 

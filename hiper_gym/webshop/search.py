@@ -35,6 +35,7 @@ CACHE_MIN_PRODUCTS = 2000
 TOKENIZER_VERSION = "v1-porter-w+"
 _TOKEN = re.compile(r"(?u)\b\w+\b")
 _STOP_WORDS = frozenset(STOPWORDS_EN)
+_STOP = -1
 
 
 def default_cache_dir() -> Path:
@@ -87,28 +88,39 @@ class SearchEngine:
         """
         self.asins = [product["asin"] for product in catalogue.products]
         self.analyzer = Analyzer()
-        self.build_seconds = 0.0
         self.loaded_from_cache = False
+        documents = [search_document(product) for product in catalogue.products]
         cache_path = None
         if len(catalogue) >= CACHE_MIN_PRODUCTS:
             root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-            cache_path = root / f"{catalogue.fingerprint()}-{TOKENIZER_VERSION}"
+            cache_path = root / f"{catalogue.fingerprint(documents)}-{TOKENIZER_VERSION}"
         if cache_path is not None and (cache_path / "hiper_vocab.json").exists():
             self._load(cache_path)
         else:
-            self._build(catalogue)
+            self._build(documents)
             if cache_path is not None:
                 self._save(cache_path)
 
-    def _build(self, catalogue: Catalogue) -> None:
-        vocab: dict[str, int] = {}
+    def _build(self, documents: list[str]) -> None:
+        self.vocab: dict[str, int] = {}
+        word_ids: dict[str, int] = {}  # word -> term id, STOP for stop words
         corpus_ids = []
-        for product in catalogue.products:
-            terms = self.analyzer.terms(search_document(product))
-            corpus_ids.append([vocab.setdefault(t, len(vocab)) for t in terms])
-        self.vocab = vocab
+        for document in documents:
+            words = _TOKEN.findall(document)  # documents are lower-case already
+            ids = list(map(word_ids.get, words))  # C-level loops: indexing 100k docs stays fast
+            if None in ids:
+                ids = [self._word_id(word, word_ids) for word in words]
+            corpus_ids.append(list(filter(_STOP.__ne__, ids)))
         self.retriever = bm25s.BM25(k1=K1, b=B, method="lucene")
-        self.retriever.index((corpus_ids, dict(vocab)), show_progress=False)
+        self.retriever.index((corpus_ids, dict(self.vocab)), show_progress=False)
+
+    def _word_id(self, word: str, word_ids: dict[str, int]) -> int:
+        term_id = word_ids.get(word)
+        if term_id is None:
+            term = self.analyzer.term(word)
+            term_id = _STOP if term is None else self.vocab.setdefault(term, len(self.vocab))
+            word_ids[word] = term_id
+        return term_id
 
     def _save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
