@@ -174,3 +174,20 @@ def test_alfworld_under_make_vec(mode, alfworld_kwargs):
         assert list(infos["subgoal"]) == ["go", "no tags at all"]
     finally:
         envs.close()
+
+
+def test_webshop_env_gets_the_webshop_rules(checked_env):
+    import hiper_gym  # noqa: F401
+
+    env = PlanExecute(gym.make("HiPER-WebShop-v0"))
+    assert env.flavor == "webshop"
+    env.reset(seed=0)
+    response = "<subgoal>find the shirt</subgoal> I will now search[light blue shirt]"
+    _, _, _, _, info = env.step(response)
+    # WebShop rules: 20-character tail, a missing switch is stored as KEEP with subgoal "None"
+    assert info["parsed_action"] == response.lower()[-20:]
+    assert (info["switch"], info["subgoal"], info["format_valid"]) == ("KEEP", "None", False)
+    _, _, _, _, info = env.step(respond("switch", "search", "search[Light Blue Shirt]"))
+    assert (info["parsed_action"], info["is_action_valid"]) == ("search[light blue shirt]", True)
+    assert (info["segment_index"], info["subgoal"]) == (1, "search")
+    checked_env(env)
