@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from hiper_gym.agents.constrained import PlanExecuteLogitsProcessor, ResponseState
+from hiper_gym.agents.losses import entropy_from_logits
 from hiper_gym.agents.models import VALUE_HIGH, VALUE_LOW, VALUE_TERM, SharedValueHead
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -122,14 +123,14 @@ def _decoder_hidden(model: PreTrainedModel, batch: TurnBatch) -> torch.Tensor:
     return output.last_hidden_state
 
 
-def masked_log_softmax(
+def sampling_logits(
     logits: torch.Tensor, allowed: torch.Tensor | None, temperature: float
 ) -> torch.Tensor:
-    """Log-probs of the (grammar-restricted, temperature-scaled) sampling distribution."""
+    """Logits of the sampling distribution: temperature-scaled, grammar-restricted, float32."""
     logits = logits.float() / temperature
     if allowed is not None:
         logits = logits.masked_fill(~allowed[..., : logits.shape[-1]], MASKED_LOGIT)
-    return torch.log_softmax(logits, dim=-1)
+    return logits
 
 
 @dataclass
@@ -159,13 +160,10 @@ def policy_forward(
     hidden = _decoder_hidden(actor, batch)
     prompt_length, response_length = batch.prompt_length, batch.response_length
     predicting = hidden[:, prompt_length - 1 : prompt_length + response_length - 1]
-    logits = actor.get_output_embeddings()(predicting)
-    log_probs_all = masked_log_softmax(logits, batch.allowed, temperature)
+    logits = sampling_logits(actor.get_output_embeddings()(predicting), batch.allowed, temperature)
     targets = batch.input_ids[:, prompt_length:]
-    log_probs = log_probs_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = torch.zeros_like(log_probs)
-    if with_entropy:
-        entropy = -(log_probs_all.exp() * log_probs_all).sum(-1)
+    log_probs = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = entropy_from_logits(logits) if with_entropy else torch.zeros_like(log_probs)
     values = None
     if value_head is not None:
         values = read_values(value_head(hidden), batch)

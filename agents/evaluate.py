@@ -1,0 +1,193 @@
+"""Evaluate a HiPER policy: success per task type with 95% Wilson intervals.
+
+``hiper-gym eval --checkpoint runs/<run>/`` rebuilds the actor and tokenizer from the checkpoint
+and plays ``--episodes`` episodes on ``--split`` (default: the run's evaluation split), cycling
+through the split's games so every game is played equally often, at the evaluation temperature
+(the authors: 0.4, sampled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tyro
+from hiper_gym.agents.constrained import ResponseGrammar
+from hiper_gym.agents.rollout import collect_rollout
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (``(0, 1)`` with no trials).
+
+    Example:
+        >>> low, high = wilson_interval(8, 10)
+        >>> round(low, 3), round(high, 3)
+        (0.49, 0.943)
+    """
+    if trials == 0:
+        return 0.0, 1.0
+    rate = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (rate + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate_policy(
+    envs: Sequence[Any],
+    actor: Any,
+    tokenizer: Any,
+    *,
+    num_episodes: int,
+    max_turns: int,
+    temperature: float,
+    max_prompt_tokens: int,
+    max_response_tokens: int,
+    reward_scale: float,
+    grammar: ResponseGrammar | None,
+    seed: int,
+) -> dict[str, Any]:
+    """Play ``num_episodes`` episodes, cycling over the envs' games; success overall and per type.
+
+    Returns:
+        ``{"success", "interval", "episodes", "return", "per_task": {type: {"success",
+        "interval", "episodes"}}}``.
+    """
+    from hiper_gym.agents.learner_setup import num_games, reset_options_for
+
+    total_games = num_games(envs[0])
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for first in range(0, num_episodes, len(envs)):
+        count = min(len(envs), num_episodes - first)
+        games = [(first + i) % total_games if total_games else None for i in range(count)]
+        rollout = collect_rollout(
+            list(envs[:count]),
+            actor,
+            tokenizer,
+            reset_options=[reset_options_for(game) for game in games],
+            reset_seeds=rng.integers(2**31 - 1, size=count).tolist(),
+            max_turns=max_turns,
+            temperature=temperature,
+            max_prompt_tokens=max_prompt_tokens,
+            max_response_tokens=max_response_tokens,
+            reward_scale=reward_scale,
+            grammar=grammar,
+            first_episode_id=first,
+        )
+        episodes.extend(rollout.episodes)
+    return summarize(episodes)
+
+
+def summarize(episodes: Sequence[Any]) -> dict[str, Any]:
+    """Success rates with intervals, overall and per task type, of episode outcomes."""
+
+    def block(group: Sequence[Any]) -> dict[str, Any]:
+        wins = sum(bool(episode.won) for episode in group)
+        return {
+            "success": wins / max(len(group), 1),
+            "interval": wilson_interval(wins, len(group)),
+            "episodes": len(group),
+        }
+
+    per_task: dict[str, list[Any]] = {}
+    for episode in episodes:
+        per_task.setdefault(episode.task_type or "all", []).append(episode)
+    summary = block(episodes)
+    summary["return"] = float(np.mean([episode.env_return for episode in episodes]))
+    summary["per_task"] = {task: block(group) for task, group in sorted(per_task.items())}
+    return summary
+
+
+def success_summary(summary: dict[str, Any], title: str = "evaluation") -> str:
+    """A table of success per task type with its 95% interval."""
+    lines = [title, f"{'task type':34s} {'success':>8s}  95% interval   episodes"]
+    rows = list(summary["per_task"].items()) + [("all", summary)]
+    for task, block in rows:
+        low, high = block["interval"]
+        lines.append(
+            f"{task:34s} {block['success']:8.3f}  [{low:.3f}, {high:.3f}]  {block['episodes']:8d}"
+        )
+    return "\n".join(lines)
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a HiPER checkpoint."""
+
+    checkpoint: str
+    """a checkpoint directory, or a run directory (its latest checkpoint)"""
+    split: str | None = None
+    """the env split to play (default: the run's ``eval_split``)"""
+    episodes: int | None = None
+    """episodes to play (default: the run's ``eval_episodes``)"""
+    temperature: float | None = None
+    """sampling temperature (default: the run's ``eval_temperature``)"""
+    max_turns: int | None = None
+    """turn limit (default: the run's ``max_turns``)"""
+    num_envs: int = 8
+    """environments played in parallel"""
+    device: str | None = None
+    """``cpu`` or ``cuda`` (default: the run's device)"""
+    seed: int = 0
+    """seed of the sampling"""
+    output: str | None = None
+    """also write the summary as JSON here"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``hiper-gym eval``: print success per task type with 95% intervals."""
+    from hiper_gym.agents.checkpoint import TOKENIZER_DIR, load_checkpoint
+    from hiper_gym.agents.hiper import Args, build_learner, restore_learner, seed_everything
+
+    eval_args = tyro.cli(
+        EvalArgs, args=list(sys.argv[1:] if argv is None else argv), prog="hiper-gym eval"
+    )
+    try:
+        directory, state = load_checkpoint(eval_args.checkpoint)
+    except FileNotFoundError as error:
+        print(f"hiper-gym eval: {error}", file=sys.stderr)
+        return 2
+    saved = Args(**state["config"])
+    args = dataclasses.replace(
+        saved,
+        train_split=eval_args.split or saved.eval_split,
+        num_envs=eval_args.num_envs,
+        device=eval_args.device or saved.device,
+    )
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"hiper-gym eval: --device {args.device}: CUDA is not available", file=sys.stderr)
+        return 2
+    learner = build_learner(args, directory / TOKENIZER_DIR)
+    restore_learner(learner, state)
+    seed_everything(eval_args.seed)
+    summary = evaluate_policy(
+        learner.envs,
+        learner.models.actor,
+        learner.tokenizer,
+        num_episodes=eval_args.episodes or args.eval_episodes,
+        max_turns=eval_args.max_turns or args.max_turns,
+        temperature=eval_args.temperature or args.eval_temperature,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_response_tokens=args.max_response_tokens,
+        reward_scale=args.reward_scale,
+        grammar=learner.grammar,
+        seed=eval_args.seed,
+    )
+    title = f"{directory} on {args.env_id} split={args.train_split}"
+    print(success_summary(summary, title=title))
+    if eval_args.output:
+        Path(eval_args.output).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Building what a learner needs: environments, the tokenizer, actor, critic and reference model.
+
+Shared by :mod:`hiper_gym.agents.hiper`, :mod:`hiper_gym.agents.evaluate`, the benchmarks and the
+baselines, so a checkpoint is rebuilt exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from hiper_gym.agents.models import (
+    CONFIG_ONLY_MODELS,
+    SharedValueHead,
+    TinyShape,
+    load_actor,
+    load_token_critic,
+    model_config,
+)
+from hiper_gym.agents.rollout import make_plan_execute_env
+from hiper_gym.agents.tokenizer_builder import build_word_tokenizer
+from hiper_gym.wrappers.prompts import PromptTemplate, default_template
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+#: A short prompt for small models trained from scratch (``--prompt-style compact``): the same
+#: fields as the authors' prompt (task, step, history, observation, subgoal, admissible actions)
+#: without the instructions a randomly initialised model cannot read anyway.
+COMPACT_TEMPLATE = PromptTemplate(
+    with_history=(
+        "Task: {task}\nStep {current_step}.\n{history}\nObservation: {observation}\n"
+        "Subgoal: {current_subgoal}\nActions:\n{admissible_actions}"
+    ),
+    without_history=(
+        "Task: {task}\nObservation: {observation}\nSubgoal: {current_subgoal}\n"
+        "Actions:\n{admissible_actions}"
+    ),
+)
+
+PROMPT_STYLES: tuple[str, ...] = ("paper", "compact")
+
+
+def prompt_template(prompt_style: str) -> PromptTemplate | None:
+    """The template of a ``--prompt-style`` (``None``: the wrappers' default, the paper's)."""
+    if prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {prompt_style!r}; expected one of {PROMPT_STYLES}")
+    return COMPACT_TEMPLATE if prompt_style == "compact" else None
+
+
+def make_envs(
+    env_id: str,
+    num_envs: int,
+    *,
+    split: str | None,
+    history_length: int,
+    prompt_style: str,
+    cache_size: int | None = None,
+) -> list[gym.Env]:
+    """``num_envs`` Plan-Execute envs with prompt observations (a list: finished envs idle)."""
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    kwargs: dict[str, Any] = {}
+    if split is not None:
+        kwargs["split"] = split
+    if cache_size is not None:
+        kwargs["cache_size"] = cache_size
+    template = prompt_template(prompt_style)
+    return [
+        make_plan_execute_env(env_id, history_length=history_length, template=template, **kwargs)
+        for _ in range(num_envs)
+    ]
+
+
+def num_games(env: gym.Env) -> int:
+    """How many games (ALFWorld) or goals (WebShop) the env can be reset to; 0 if unknown."""
+    unwrapped = env.unwrapped
+    for name in ("game_files", "goal_indices", "goals"):
+        value = getattr(unwrapped, name, None)
+        if value is not None:
+            return len(value)
+    count = getattr(unwrapped, "num_games", None)
+    return int(count) if isinstance(count, int) else 0
+
+
+def reset_options_for(game: int | None) -> dict[str, Any] | None:
+    """``reset`` options choosing one game (``None``: the env picks)."""
+    return None if game is None else {"game": int(game)}
+
+
+def slot_games(num_envs: int, total_games: int) -> list[list[int]]:
+    """Games each env slot plays: game ``g`` goes to slot ``g % num_envs``.
+
+    Keeping a game on one slot keeps its engine in that env's cache, so resets stay cheap.
+    """
+    if total_games == 0:
+        return [[] for _ in range(num_envs)]
+    if num_envs >= total_games:
+        return [[slot % total_games] for slot in range(num_envs)]
+    return [list(range(slot, total_games, num_envs)) for slot in range(num_envs)]
+
+
+def draw_games(game_rng: np.random.Generator, slots: Sequence[Sequence[int]]) -> list[int | None]:
+    """One game per slot, uniformly from the slot's games (``None`` when games are unknown)."""
+    return [None if not games else int(games[game_rng.integers(len(games))]) for games in slots]
+
+
+def env_texts(env: gym.Env, play_steps: int = 0, seed: int = 0) -> list[str]:
+    """Text an env can show or accept, for a word-level tokenizer's vocabulary.
+
+    Reads the game files the env lists (ALFWorld's hold every object, receptacle and template
+    word), any ``vocabulary_texts()`` the env offers, and the instruction texts of the prompt
+    templates; then plays ``play_steps`` random admissible commands per game to catch the rest.
+    """
+    unwrapped = env.unwrapped
+    texts: list[str] = []
+    for template in (default_template(env.get_wrapper_attr("flavor")), COMPACT_TEMPLATE):
+        texts += [template.with_history, template.without_history]
+    for path in getattr(unwrapped, "game_files", []) or []:
+        texts.append(Path(path).read_text(errors="ignore"))
+    vocabulary = getattr(unwrapped, "vocabulary_texts", None)
+    if callable(vocabulary):
+        texts.extend(vocabulary())
+    rng = np.random.default_rng(seed)
+    for game in range(num_games(env) if play_steps else 0):
+        prompt, info = env.reset(seed=seed, options=reset_options_for(game))
+        texts.append(prompt)
+        for _ in range(play_steps):
+            commands = list(info.get("admissible_commands", []))
+            texts.extend(commands)
+            if not commands:
+                break
+            command = commands[int(rng.integers(len(commands)))]
+            prompt, _, terminated, truncated, info = env.step(f"<action>{command}</action>")
+            texts.append(prompt)
+            if terminated or truncated:
+                break
+    return texts
+
+
+def build_env_tokenizer(envs: Iterable[gym.Env], play_steps: int = 0) -> PreTrainedTokenizerBase:
+    """A word-level tokenizer over the texts of ``envs`` (see :func:`env_texts`)."""
+    texts: list[str] = []
+    for env in envs:
+        texts += env_texts(env, play_steps=play_steps)
+    return build_word_tokenizer(texts)
+
+
+def load_tokenizer(model: str, tokenizer_dir: Path | None = None) -> PreTrainedTokenizerBase:
+    """A saved tokenizer (checkpoint), or the pretrained model's own, padded on the left."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir) if tokenizer_dir else model)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@dataclass
+class Models:
+    """The networks of a HiPER learner.
+
+    Attributes:
+        actor: The policy LM (with LoRA adapters when ``lora``).
+        critic: The separate 3-head critic LM, or ``None`` with a shared critic.
+        value_head: The 3-head value head on the actor, or ``None`` with a separate critic.
+        reference: The frozen reference LM for the KL term, or ``None`` when the KL is off or
+            LoRA is on (then the reference is the actor with its adapters disabled).
+    """
+
+    actor: PreTrainedModel
+    critic: PreTrainedModel | None
+    value_head: SharedValueHead | None
+    reference: PreTrainedModel | None
+
+
+def build_models(
+    *,
+    model: str,
+    vocab_size: int,
+    tiny_shape: TinyShape,
+    critic: str,
+    dtype: torch.dtype,
+    device: str,
+    gradient_checkpointing: bool,
+    lora: bool,
+    lora_rank: int,
+    lora_alpha: int,
+    with_reference: bool,
+    pad_token_id: int | None,
+) -> Models:
+    """Build actor, critic and reference. Call right after seeding: random weights use torch RNG."""
+    config = model_config(model, vocab_size, tiny_shape)
+    config.pad_token_id = pad_token_id
+    actor = load_actor(
+        model, config, dtype=dtype, device=device, gradient_checkpointing=gradient_checkpointing
+    )
+    reference = None
+    if with_reference and not lora:
+        reference = copy.deepcopy(actor).eval()
+        reference.requires_grad_(False)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora_config = LoraConfig(
+            r=lora_rank, lora_alpha=lora_alpha, target_modules="all-linear", lora_dropout=0.0
+        )
+        actor = get_peft_model(actor, lora_config)
+    if critic == "shared":
+        value_head = SharedValueHead(config.hidden_size).to(device)
+        return Models(actor=actor, critic=None, value_head=value_head, reference=reference)
+    if critic != "separate":
+        raise ValueError(f"critic must be 'separate' or 'shared', got {critic!r}")
+    critic_model = load_token_critic(
+        model, config, dtype=dtype, device=device, gradient_checkpointing=gradient_checkpointing
+    )
+    return Models(actor=actor, critic=critic_model, value_head=None, reference=reference)
+
+
+def is_config_only(model: str) -> bool:
+    """The model is built from a config with random weights (needs the word-level tokenizer)."""
+    return model in CONFIG_ONLY_MODELS

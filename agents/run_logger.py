@@ -1,0 +1,115 @@
+"""Run outputs of a learner: ``metrics.csv``, TensorBoard events and a learning-curve PNG.
+
+Everything goes under the run directory. The CSV has one row per iteration, with a fixed header
+written once; a resumed run appends to it (rows past the resumed iteration are dropped first, so
+a run interrupted after its last checkpoint does not leave duplicate iterations).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+METRICS_FILE = "metrics.csv"
+CURVE_FILE = "learning_curve.png"
+
+
+class RunLogger:
+    """Writes per-iteration scalars to ``metrics.csv`` and TensorBoard.
+
+    Args:
+        run_dir: The run directory (created).
+        columns: CSV columns, in order; ``iteration`` first.
+        resume_after: On resume, the last iteration whose row is kept.
+        tensorboard: Also write TensorBoard events under ``run_dir/tensorboard``.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        columns: Sequence[str],
+        *,
+        resume_after: int | None = None,
+        tensorboard: bool = True,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.columns = list(columns)
+        self.path = self.run_dir / METRICS_FILE
+        if resume_after is not None and self.path.exists():
+            kept = [row for row in read_metrics(self.path) if int(row["iteration"]) <= resume_after]
+            self._write_rows(kept)
+        elif not self.path.exists() or resume_after is None:
+            self._write_rows([])
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def _write_rows(self, rows: Sequence[Mapping[str, object]]) -> None:
+        with self.path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def log(self, iteration: int, metrics: Mapping[str, float]) -> None:
+        """Append one iteration's metrics (missing columns are left empty)."""
+        row = {"iteration": iteration, **metrics}
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if isinstance(value, int | float) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, iteration)
+            self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close TensorBoard."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``metrics.csv``."""
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_learning_curve(
+    metrics_path: Path,
+    output: Path,
+    *,
+    columns: Sequence[str] = ("train/success", "eval/success"),
+    title: str = "HiPER",
+    x_column: str = "iteration",
+) -> Path:
+    """Plot success against iterations (or ``x_column``) from one or more ``metrics.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for column in columns:
+        points = [
+            (float(row[x_column]), float(row[column]))
+            for row in rows
+            if row.get(column) not in (None, "")
+        ]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            axis.plot(xs, ys, marker="." if len(xs) < 40 else None, label=column)
+    axis.set_xlabel(x_column)
+    axis.set_ylabel("success rate")
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+    return Path(output)
