@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import bm25s
@@ -33,6 +34,7 @@ PRODUCT_WINDOW = 10
 #: Catalogues at least this large get their index cached on disk.
 CACHE_MIN_PRODUCTS = 2000
 TOKENIZER_VERSION = "v1-porter-w+"
+VOCAB_FILE = "hiper_vocab.json"
 _TOKEN = re.compile(r"(?u)\b\w+\b")
 _STOP_WORDS = frozenset(STOPWORDS_EN)
 _STOP = -1
@@ -94,12 +96,11 @@ class SearchEngine:
         if len(catalogue) >= CACHE_MIN_PRODUCTS:
             root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
             cache_path = root / f"{catalogue.fingerprint(documents)}-{TOKENIZER_VERSION}"
-        if cache_path is not None and (cache_path / "hiper_vocab.json").exists():
-            self._load(cache_path)
-        else:
-            self._build(documents)
-            if cache_path is not None:
-                self._save(cache_path)
+        if cache_path is not None and self._load(cache_path):
+            return
+        self._build(documents)
+        if cache_path is not None:
+            self._save(cache_path)
 
     def _build(self, documents: list[str]) -> None:
         self.vocab: dict[str, int] = {}
@@ -123,16 +124,30 @@ class SearchEngine:
         return term_id
 
     def _save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.retriever.save(str(path))
-        tmp = path / "hiper_vocab.json.tmp"
-        tmp.write_text(json.dumps(self.vocab))
-        tmp.replace(path / "hiper_vocab.json")  # written last: its presence marks a complete cache
+        """Write to a private folder, then rename it into place (concurrent builders are safe)."""
+        staging = path.with_name(f"{path.name}.tmp-{os.getpid()}-{id(self)}")
+        staging.mkdir(parents=True, exist_ok=True)
+        self.retriever.save(str(staging))
+        (staging / VOCAB_FILE).write_text(json.dumps(self.vocab))
+        if path.exists() and not (path / VOCAB_FILE).is_file():
+            shutil.rmtree(path, ignore_errors=True)  # a broken cache left by a killed run
+        try:
+            staging.rename(path)
+        except OSError:  # another process published the same index first
+            shutil.rmtree(staging, ignore_errors=True)
 
-    def _load(self, path: Path) -> None:
-        self.retriever = bm25s.BM25.load(str(path))
-        self.vocab = json.loads((path / "hiper_vocab.json").read_text())
+    def _load(self, path: Path) -> bool:
+        """Load a cached index; ``False`` (and a rebuild) if it is missing or unreadable."""
+        if not (path / VOCAB_FILE).exists():
+            return False
+        try:
+            self.retriever = bm25s.BM25.load(str(path))
+            self.vocab = json.loads((path / VOCAB_FILE).read_text())
+        except (OSError, ValueError, KeyError):
+            (path / VOCAB_FILE).unlink(missing_ok=True)  # marks it broken; the rebuild replaces it
+            return False
         self.loaded_from_cache = True
+        return True
 
     def index_nbytes(self) -> int:
         """Bytes held by the index arrays."""

@@ -48,6 +48,20 @@ def test_large_index_is_cached_on_disk(tmp_path, monkeypatch):
     assert loaded.loaded_from_cache
     for query in ("shampoo", "black hoodie small", "wireless earbuds noise cancelling"):
         assert loaded.search(query) == built.search(query)
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_unreadable_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(search_module, "CACHE_MIN_PRODUCTS", 10)
+    catalogue = load_catalogue()
+    built = SearchEngine(catalogue, cache_dir=tmp_path)
+    (cache,) = list(tmp_path.iterdir())
+    (cache / search_module.VOCAB_FILE).write_text("{truncated")
+    rebuilt = SearchEngine(catalogue, cache_dir=tmp_path)
+    assert not rebuilt.loaded_from_cache
+    assert rebuilt.search("olive oil") == built.search("olive oil")
+    repaired = SearchEngine(catalogue, cache_dir=tmp_path)
+    assert repaired.loaded_from_cache and repaired.search("olive oil") == built.search("olive oil")
 
 
 def test_backdoors_are_off_by_default():
