@@ -22,6 +22,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 
@@ -57,11 +58,12 @@ def make_catalogue(num_products: int):
     return build_catalogue(items, annotations), items
 
 
-def time_per_call(function, calls: int) -> float:
-    start = time.perf_counter()
+def time_per_call(function, calls: int) -> tuple[float, float]:
+    """Seconds per call by wall clock and by this process's CPU time (the machine is shared)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(calls):
         function()
-    return (time.perf_counter() - start) / calls
+    return (time.perf_counter() - start) / calls, (time.process_time() - cpu_start) / calls
 
 
 def search_queries(items, count: int, rng: random.Random) -> list[str]:
@@ -72,7 +74,7 @@ def search_queries(items, count: int, rng: random.Random) -> list[str]:
     return queries
 
 
-def measure_size(num_products: int, cache_root: Path) -> dict[str, float]:
+def measure_size(num_products: int, cache_root: Path) -> dict[str, Any]:
     rng = random.Random(0)
     catalogue, items = make_catalogue(num_products)
     rss_before = rss_mib()
@@ -84,16 +86,14 @@ def measure_size(num_products: int, cache_root: Path) -> dict[str, float]:
     cached = SearchEngine(catalogue, cache_dir=cache_root)
     load_s = time.perf_counter() - start if cached.loaded_from_cache else float("nan")
     queries = search_queries(items, 1000, rng)
-    start = time.perf_counter()
-    for query in queries:
-        engine.search(query)
-    search_ms = (time.perf_counter() - start) / len(queries) * 1000
+    query_cycle = iter(queries)
+    search_s = time_per_call(lambda: engine.search(next(query_cycle)), len(queries))
 
     shop = WebShop(catalogue=catalogue, cache_dir=cache_root, search_cache_size=0)
     env = WebShopTextEnv(shop=shop, split="all")
     env.reset(seed=0)
     query_cycle = iter(queries)
-    search_s = time_per_call(lambda: env.step(f"search[{next(query_cycle)}]"), len(queries))
+    search_step_s = time_per_call(lambda: env.step(f"search[{next(query_cycle)}]"), len(queries))
 
     env.step(f"search[{queries[0]}]")
     asin = env.session.available_actions()["clickables"][2]
@@ -107,9 +107,9 @@ def measure_size(num_products: int, cache_root: Path) -> dict[str, float]:
         "load_s": load_s,
         "index_mib": engine.index_nbytes() / 2**20,
         "rss_delta_mib": rss_after - rss_before,
-        "search_ms": search_ms,
-        "click_steps_s": 1 / click_s,
-        "search_steps_s": 1 / search_s,
+        "search_ms": [1000 * t for t in search_s],
+        "click_steps_s": [1 / t for t in click_s],
+        "search_steps_s": [1 / t for t in search_step_s],
     }
 
 
@@ -146,6 +146,10 @@ def random_policy_loop(episodes: int, seed: int = 0) -> tuple[float, float, int,
     return steps / wall, steps / cpu, steps, label
 
 
+def pair(wall: float, cpu: float, spec: str) -> str:
+    return f"{wall:{spec}} | {cpu:{spec}}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="WebShop text env speed")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
@@ -153,19 +157,20 @@ def main() -> None:
     args = parser.parse_args()
 
     print("== text env at scale (generated products; index cached under a temp dir)")
+    print("   timings as wall | CPU (this process's CPU time; the machine is shared)")
     header = (
-        f"{'products':>9} {'build s':>8} {'(CPU s)':>7} {'load s':>7} {'index MiB':>9} "
-        f"{'RSS+ MiB':>8} {'search ms':>9} {'click steps/s':>13} {'search steps/s':>14}"
+        f"{'products':>9} {'build s':>13} {'load s':>7} {'index MiB':>9} {'RSS+ MiB':>8} "
+        f"{'search ms':>13} {'click steps/s':>15} {'search steps/s':>15}"
     )
     print(header)
     with tempfile.TemporaryDirectory() as cache_root:
         for size in args.sizes:
             row = measure_size(size, Path(cache_root))
             print(
-                f"{row['products']:>9,} {row['build_s']:>8.2f} {row['build_cpu_s']:>7.2f} "
-                f"{row['load_s']:>7.3f} "
-                f"{row['index_mib']:>9.1f} {row['rss_delta_mib']:>8.1f} {row['search_ms']:>9.3f} "
-                f"{row['click_steps_s']:>13,.0f} {row['search_steps_s']:>14,.0f}"
+                f"{row['products']:>9,} {pair(row['build_s'], row['build_cpu_s'], '.2f'):>13} "
+                f"{row['load_s']:>7.3f} {row['index_mib']:>9.1f} {row['rss_delta_mib']:>8.1f} "
+                f"{pair(*row['search_ms'], '.3f'):>13} {pair(*row['click_steps_s'], ',.0f'):>15} "
+                f"{pair(*row['search_steps_s'], ',.0f'):>15}"
             )
     print("   (load s: loading the cached index; n/a below 2,000 products, which are not cached)")
 
