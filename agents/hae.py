@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -227,42 +228,50 @@ def compute_hae(
     paper = cfg.switch_advantage == "paper"
     grid = _Grid.build(episode_id, turn_index)
     n = grid.n_rows
-    r_env = grid.pad(_as_float(env_reward, "env_reward", n), 0.0)
-    vl = grid.pad(_as_float(v_low, "v_low", n), 0.0)
-    vh = grid.pad(_as_float(v_high, "v_high", n), 0.0)
-    vt = None if paper and v_term is None else grid.pad(_as_float(v_term, "v_term", n), 0.0)
-    done_ = grid.pad(_as_bool(done, "done", n), False)
-    grid.check_done_only_at_end(done_)
-    switch = grid.pad(_as_bool(is_switch, "is_switch", n), False)
-    valid = grid.pad(_as_bool(format_valid, "format_valid", n), True)
-    has_switch = grid.pad(_as_bool(has_switch_block, "has_switch_block", n), False)
-    has_subgoal, span_changed = _subgoal_flags(grid, subgoal_span, cfg)
-
-    r = _shape_rewards(grid, r_env, switch, valid, span_changed, cfg)
-    seg = _Segments.build(grid.live, switch)
-    a_low, ret_term, a_high = _hae_scans(r, vl, vh, 1.0 - done_, seg, cfg)
-    if paper:
-        q_minus_beta = switch - grid.pad(_as_probability(beta, n), 0.0)
-        a_term = q_minus_beta * (vh - vl)  # the paper's centred switching gain
-    else:
-        a_term = ret_term - vt
-
-    normalize = _standardize if cfg.norm_adv else _copy
-    off_start = np.where(seg.start, 0.0, np.nan)  # a_high exists on segment starts only
-    grids = {
-        "shaped_reward": r,
-        "segment_start": seg.start,
-        "a_low": a_low,
-        "r_low": a_low + vl,
-        "a_high": a_high + off_start,
-        "r_high": a_high + vh + off_start,
-        "a_term": a_term,
-        "r_term": ret_term,
-        "a_low_norm": normalize(a_low, grid.live),
-        "a_high_norm": normalize(a_high, seg.start & has_subgoal) + off_start,
-        "a_term_norm": normalize(a_term, grid.live & has_switch),
+    columns = {
+        "r_env": _as_float(env_reward, "env_reward", n),
+        "v_low": _as_float(v_low, "v_low", n),
+        "v_high": _as_float(v_high, "v_high", n),
+        "v_term": np.zeros(n) if paper and v_term is None else _as_float(v_term, "v_term", n),
+        "done": _as_bool(done, "done", n),
+        "switch": _as_bool(is_switch, "is_switch", n),
+        "valid": _as_bool(format_valid, "format_valid", n),
+        "has_switch": _as_bool(has_switch_block, "has_switch_block", n),
     }
-    result = HAEResult(**{name: grid.unpad(cells) for name, cells in grids.items()})
+    if paper:
+        columns["beta"] = _as_probability(beta, n)
+    grid.check_done_only_at_end(columns["done"])
+    columns["has_subgoal"], columns["span_changed"] = _subgoal_flags(grid, subgoal_span, cfg)
+    vh_last_start = grid.last_segment_start_value(columns["v_high"], columns["switch"])
+
+    # Stream the time-major grid backwards in blocks of turn positions (see _BLOCK_CELLS);
+    # ``later`` carries what a block needs from the turn after its last row.
+    # One output block (slot n takes the empty cells): a single large allocation is backed by
+    # huge pages, where eleven separate ones would each pay first-touch page faults.
+    names = [f.name for f in fields(HAEResult) if f.name != "segment_start"]
+    out = dict(zip(names, np.empty((len(names), n + 1)), strict=True))
+    out["segment_start"] = np.empty(n + 1, dtype=bool)
+    stats = {name: _RunningStats() for name in ("a_low", "a_high", "a_term")}
+    later = _LaterTurn.none(grid.n_episodes)
+    for first, stop in grid.reverse_blocks(_BLOCK_CELLS):
+        rows = grid.block_rows(first, stop)
+        block = {name: grid.gather(col, rows) for name, col in columns.items()}
+        block["live"] = (rows < n).reshape(stop - first, grid.n_episodes)
+        values, norm_sets, later = _hae_block(
+            block, later, first == 0, grid.lengths, vh_last_start, cfg
+        )
+        for name, cells in values.items():
+            out[name][rows] = cells.reshape(-1)
+        for name, members in norm_sets.items():
+            stats[name].add(values[name], members)
+    for name, running in stats.items():
+        norm = out[f"{name}_norm"]
+        if cfg.norm_adv and running.count:
+            np.subtract(out[name], running.mean, out=norm)
+            norm /= running.std + NORM_EPS
+        else:
+            np.copyto(norm, out[name])
+    result = HAEResult(**{name: array[:n] for name, array in out.items()})
     like = _first_tensor(env_reward, v_low, v_high, v_term)
     return result if like is None else result.to_torch(like.device, _float_dtype(like))
 
@@ -309,9 +318,9 @@ def compute_gae(
     grid = _Grid.build(episode_id, turn_index)
     r = grid.pad(_as_float(reward, "reward", grid.n_rows), 0.0)
     v = grid.pad(_as_float(value, "value", grid.n_rows), 0.0)
-    done_ = grid.pad(_as_bool(done, "done", grid.n_rows), False)
-    grid.check_done_only_at_end(done_)
-    not_done = 1.0 - done_
+    done_rows = _as_bool(done, "done", grid.n_rows)
+    grid.check_done_only_at_end(done_rows)
+    not_done = 1.0 - grid.pad(done_rows, False)
     last = grid.live & ~_next(grid.live, False)
     v_next = np.where(last, v if bootstrap_truncated else 0.0, _next(v, 0.0))
     delta = r + gamma * not_done * v_next - v
@@ -340,8 +349,14 @@ def compute_gae(
 # ----------------------------------------------------------------------------------------------
 
 
+_BLOCK_CELLS = 8192
+"""Grid cells per streamed block. Whole-batch temporaries of a few MB are fresh memory on every
+call, and first-touch page faults then cost more than the arithmetic; blocks of 64 KB stay on
+the malloc heap and in cache. A batch of <= 8192 cells (e.g. 128 x 50 turns) is one block."""
+
+
 def _subgoal_flags(grid: _Grid, subgoal_span: Any, cfg: HAEConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Grids ``has_subgoal`` and ``changed``: turn ``t >= 1`` whose span differs from ``t - 1``'s.
+    """Per row: ``has_subgoal``, and ``changed``: turn ``t >= 1`` whose span differs from ``t-1``'s.
 
     As in the released code: with ``keep_consistency_requires_both`` both spans must exist and
     differ; without it, a turn also counts when either span is missing. Computed on the rows in
@@ -358,15 +373,105 @@ def _subgoal_flags(grid: _Grid, subgoal_span: Any, cfg: HAEConfig) -> tuple[np.n
     else:
         changed = ~exists | ~prev_exists | differs
     changed &= ~grid.sorted_first
-    return grid.pad_sorted(exists, False), grid.pad_sorted(changed, False)
+    return grid.unsort(exists), grid.unsort(changed)
+
+
+@dataclass
+class _LaterTurn:
+    """``[E]`` values of the turn right after a block (turn ``stop``), for every episode."""
+
+    live: np.ndarray
+    start: np.ndarray
+    v_low: np.ndarray
+    v_high: np.ndarray
+    scan: np.ndarray
+    """``[2, E]``: ``a_low`` and the term return ``G`` at that turn."""
+    y: np.ndarray
+    """High-level carry ``Y`` (see :func:`_hae_block`) at that turn."""
+
+    @classmethod
+    def none(cls, n_episodes: int) -> _LaterTurn:
+        no, zero = np.zeros(n_episodes, dtype=bool), np.zeros(n_episodes)
+        return cls(no, no, zero, zero, np.zeros((2, n_episodes)), zero)
+
+
+def _hae_block(
+    b: dict[str, np.ndarray],
+    later: _LaterTurn,
+    holds_turn_zero: bool,
+    lengths: np.ndarray,
+    vh_last_start: np.ndarray,
+    cfg: HAEConfig,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], _LaterTurn]:
+    """HAE (spec §2.2, §3) on a block of turn positions ``[k, E]``.
+
+    Returns the block's outputs, its normalization sets and the carry for the previous block.
+    Empty cells hold finite filler; every use of them is multiplied by a False mask.
+    """
+    gamma, live, switch, vl, vh = cfg.gamma, b["live"], b["switch"], b["v_low"], b["v_high"]
+    start = live & switch
+    if holds_turn_zero:
+        start[0] = live[0]  # turn 0 always starts a segment
+    live_next, start_next = _then(live, later.live), _then(start, later.start)
+    inside = live_next & ~start_next  # the next turn is in the same segment
+    has_next = live_next & start_next  # a segment end followed by another segment
+    last = live & ~live_next  # the episode's last turn
+    r = _shape_rewards(b, live, switch, lengths, cfg)
+    not_done = 1.0 - b["done"]
+
+    # After a segment's last turn: the next start's V_H; on a truncated episode (not done, no
+    # next segment) the last turn's own V_L (low level) and its segment start's V_H (high level
+    # and term) when bootstrap_truncated, else 0. Done turns multiply all of it by 0.
+    vh_next = _then(vh, later.v_high)
+    low_next = inside * _then(vl, later.v_low) + has_next * vh_next
+    boot = has_next * vh_next
+    if cfg.bootstrap_truncated:
+        low_next = low_next + last * vl
+        boot = boot + last * vh_last_start
+    boot = not_done * boot
+    delta_low = r + gamma * not_done * low_next - vl
+    # A_low_t = delta_t + gamma lam_turn nd A_low_{t+1}, reset at every segment end;
+    # G_t = r_t + gamma G_{t+1}, with G_{end+1} := the high-level bootstrap Vb_k.
+    low_and_term = _reverse_scan(
+        np.stack([delta_low, r + gamma * ~inside * boot], axis=1),
+        np.stack([gamma * cfg.lam_turn * not_done * inside, gamma * inside], axis=1),
+        later.scan,
+    )
+    a_low, ret_term = low_and_term[:, 0], low_and_term[:, 1]
+    # At a segment start G_s = R~_k + gamma^d_k nd Vb_k, so delta^high_k = G_s - V_H(s).
+    # Y_t = gamma^(s'-t) A_high(s'), s' the first start at or after t, turns the SMDP recursion
+    # A_high_k = delta_k + gamma^d_k lam_seg A_high_{k+1} into a scan over turns. (nd of a
+    # segment end only matters for the episode's last segment, whose carry is 0 anyway.)
+    y = _reverse_scan(start * (ret_term - vh), gamma * (start * cfg.lam_seg + ~start), later.y)
+    if cfg.switch_advantage == "paper":
+        a_term = (switch - b["beta"]) * (vh - vl)  # the paper's centred switching gain
+    else:
+        a_term = ret_term - b["v_term"]
+    a_high = np.where(start, y, np.nan)  # defined on segment starts only
+    values = {
+        "shaped_reward": r,
+        "segment_start": start,
+        "a_low": a_low,
+        "r_low": a_low + vl,
+        "a_high": a_high,
+        "r_high": a_high + vh,
+        "a_term": a_term,
+        "r_term": ret_term,
+    }
+    norm_sets = {
+        "a_low": live,
+        "a_high": start & b["has_subgoal"],
+        "a_term": live & b["has_switch"],
+    }
+    carry = _LaterTurn(live[0], start[0], vl[0], vh[0], low_and_term[0], y[0])
+    return values, norm_sets, carry
 
 
 def _shape_rewards(
-    grid: _Grid,
-    reward: np.ndarray,
+    b: dict[str, np.ndarray],
+    live: np.ndarray,
     switch: np.ndarray,
-    valid: np.ndarray,
-    span_changed: np.ndarray,
+    lengths: np.ndarray,
     cfg: HAEConfig,
 ) -> np.ndarray:
     """Spec §3 shaping, in the released code's order: keep, invalid-format, consistency.
@@ -374,91 +479,60 @@ def _shape_rewards(
     Masks multiply the penalties (``x * 1.0`` and ``x + 0.0`` are exact), which is much faster
     than ``np.where`` on large batches.
     """
-    keep = grid.live & ~switch
+    keep = live & ~switch
     if cfg.keep_penalty_mode == "normalized":
-        length = grid.lengths.astype(np.float64)
-        r = reward + (keep & (length > 1)) * (cfg.keep_penalty / length)
+        length = lengths.astype(np.float64)
+        r = b["r_env"] + (keep & (length > 1)) * (cfg.keep_penalty / length)
     else:
-        r = reward + keep * cfg.keep_penalty
-    r = r - cfg.invalid_action_penalty_coef * (grid.live & ~valid)
-    return r + (keep & span_changed) * cfg.keep_consistency_penalty
+        r = b["r_env"] + keep * cfg.keep_penalty
+    r = r - cfg.invalid_action_penalty_coef * (live & ~b["valid"])
+    return r + (keep & b["span_changed"]) * cfg.keep_consistency_penalty
 
 
-@dataclass
-class _Segments:
-    """Segment structure on the grid; ``inside``, ``has_next`` and ``last`` partition live turns."""
+class _RunningStats:
+    """Count, mean and population std over blocks (Chan et al.'s parallel combination)."""
 
-    start: np.ndarray
-    """Turn 0 or a SWITCH turn."""
-    inside: np.ndarray
-    """The next turn belongs to the same segment."""
-    has_next: np.ndarray
-    """Segment end followed by another segment (bootstrap from that start's ``v_high``)."""
-    last: np.ndarray
-    """The episode's last turn (ends the last segment)."""
-    last_start: np.ndarray
-    """``[E]``: turn of each episode's last segment start."""
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
 
-    @classmethod
-    def build(cls, live: np.ndarray, switch: np.ndarray) -> _Segments:
-        start = live & switch
-        start[0] = live[0]
-        next_live = _next(live, False)
-        inside = next_live & ~_next(start, False)
-        last_start = live.shape[0] - 1 - np.argmax(start[::-1], axis=0)
-        return cls(start, inside, next_live & ~inside, live & ~next_live, last_start)
+    def add(self, x: np.ndarray, members: np.ndarray) -> None:
+        values = x[members]
+        if values.size == 0:
+            return
+        block_mean = values.mean()
+        deviation = values - block_mean
+        total = self.count + values.size
+        delta = block_mean - self.mean
+        self.mean += delta * values.size / total
+        self.m2 += float(deviation @ deviation) + delta * delta * self.count * values.size / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count)
 
 
-def _hae_scans(
-    r: np.ndarray,
-    vl: np.ndarray,
-    vh: np.ndarray,
-    not_done: np.ndarray,
-    seg: _Segments,
-    cfg: HAEConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spec §2.2: ``a_low``, the term return ``G`` and ``a_high`` (valid on segment starts)."""
-    gamma = cfg.gamma
-    vh_next = _next(vh, 0.0)
-    # After a segment's last turn: the next start's V_H; on a truncated episode (not done, no
-    # next segment) the last turn's own V_L (low level) and its segment start's V_H (high level
-    # and term) when bootstrap_truncated, else 0. Done turns multiply all of it by 0.
-    low_next = seg.inside * _next(vl, 0.0) + seg.has_next * vh_next
-    boot = seg.has_next * vh_next
-    if cfg.bootstrap_truncated:
-        low_next = low_next + seg.last * vl
-        boot = boot + seg.last * vh[seg.last_start, np.arange(vh.shape[1])]
-    delta_low = r + gamma * not_done * low_next - vl
-    boot = not_done * boot
-    # A_low_t = delta_t + gamma lam_turn nd A_low_{t+1}, reset at every segment end;
-    # G_t = r_t + gamma G_{t+1}, with G_{end+1} := the high-level bootstrap Vb_k.
-    low_and_term = _reverse_scan(
-        np.stack([delta_low, r + gamma * ~seg.inside * boot], axis=1),
-        np.stack([gamma * cfg.lam_turn * not_done * seg.inside, gamma * seg.inside], axis=1),
-    )
-    a_low, ret_term = low_and_term[:, 0], low_and_term[:, 1]
-    # At a segment start G_s = R~_k + gamma^d_k nd Vb_k, so delta^high_k = G_s - V_H(s).
-    # Y_t = gamma^(s'-t) A_high(s'), s' the first start at or after t, turns the SMDP recursion
-    # A_high_k = delta_k + gamma^d_k lam_seg A_high_{k+1} into a scan over turns. (nd of a
-    # segment end only matters for the episode's last segment, whose carry is 0 anyway.)
-    a_high = _reverse_scan(
-        seg.start * (ret_term - vh),
-        gamma * (seg.start * cfg.lam_seg + ~seg.start),
-    )
-    return a_low, ret_term, a_high
+def _then(block: np.ndarray, later: np.ndarray) -> np.ndarray:
+    """The next turn's value for every row of a block: rows 1.. then the carried later turn."""
+    out = np.empty_like(block)
+    out[:-1] = block[1:]
+    out[-1] = later
+    return out
 
 
-def _reverse_scan(increment: np.ndarray, carry: np.ndarray) -> np.ndarray:
-    """``out[t] = increment[t] + carry[t] * out[t + 1]`` along axis 0, with ``out[T] = 0``.
+def _reverse_scan(increment: np.ndarray, carry: np.ndarray, init: Any = 0.0) -> np.ndarray:
+    """``out[t] = increment[t] + carry[t] * out[t + 1]`` along axis 0, with ``out[T] = init``.
 
-    The module's only loop: over turn positions (at most the longest episode), each step
-    vectorised over all episodes (and over stacked recursions).
+    The module's only loop: over turn positions, each step vectorised over all episodes (and
+    over stacked recursions).
     """
-    increment, carry = np.broadcast_arrays(increment, carry)
-    out = np.zeros((increment.shape[0] + 1, *increment.shape[1:]))
-    for t in range(increment.shape[0] - 1, -1, -1):
-        np.multiply(carry[t], out[t + 1], out=out[t])
-        out[t] += increment[t]
+    out = np.empty((increment.shape[0] + 1, *increment.shape[1:]))
+    out[-1] = init
+    later = out[-1]
+    for inc, mult, now in zip(increment[::-1], carry[::-1], out[-2::-1], strict=True):
+        np.multiply(mult, later, out=now)
+        now += inc
+        later = now
     return out[:-1]
 
 
@@ -496,24 +570,36 @@ def _next(x: np.ndarray, fill: Any) -> np.ndarray:
 
 @dataclass
 class _Grid:
-    """Maps flat input rows to cells of the time-major ``[T, E]`` grid and back."""
+    """Maps flat input rows to cells of the time-major ``[T, E]`` grid and back.
+
+    Grid row t holds turn t of every episode, so the next turn is the next grid row.
+    """
 
     cell: np.ndarray
     """Flat grid index ``turn_rank * E + episode`` of every input row."""
+    cell_row: np.ndarray
+    """Inverse of ``cell``: the input row of every grid cell, ``n_rows`` for an empty cell."""
     order: np.ndarray
     """Input rows sorted by (episode, turn)."""
     sorted_first: np.ndarray
     """In sorted order: the row is its episode's first turn."""
     lengths: np.ndarray
     """Turns per episode, ``[E]``."""
-    live: np.ndarray
-    """``[T, E]``: the cell holds a turn."""
     keys: np.ndarray
     """Episode key of each grid column (for error messages)."""
 
     @property
     def n_rows(self) -> int:
         return len(self.cell)
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def live(self) -> np.ndarray:
+        """``[T, E]``: the cell holds a turn."""
+        return np.arange(int(self.lengths.max()))[:, None] < self.lengths
 
     @classmethod
     def build(cls, episode_id: Any, turn_index: Any) -> _Grid:
@@ -544,34 +630,61 @@ class _Grid:
         column = np.cumsum(first) - 1  # dense episode index of each sorted row
         first_row = np.flatnonzero(first)
         lengths = np.diff(np.append(first_row, n_rows))
+        n_episodes = len(first_row)
+        sorted_cell = (np.arange(n_rows) - first_row[column]) * n_episodes + column
         cell = np.empty(n_rows, dtype=np.int64)
-        cell[order] = (np.arange(n_rows) - first_row[column]) * len(first_row) + column
-        live = np.arange(int(lengths.max()))[:, None] < lengths
-        return cls(cell, order, first, lengths, live, keys[order[first_row]])
+        cell[order] = sorted_cell
+        cell_row = np.full(int(lengths.max()) * n_episodes, n_rows, dtype=np.int64)
+        cell_row[sorted_cell] = order
+        return cls(cell, cell_row, order, first, lengths, keys[order[first_row]])
 
     def pad(self, rows: np.ndarray, fill: Any) -> np.ndarray:
-        """Scatter ``[N]`` rows (input order) onto the grid; empty cells get ``fill``."""
-        out = np.full(self.live.size, fill, dtype=rows.dtype)
+        """Scatter ``[N]`` rows (input order) onto the whole grid; empty cells get ``fill``."""
+        out = np.full(self.cell_row.size, fill, dtype=rows.dtype)
         out[self.cell] = rows
-        return out.reshape(self.live.shape)
-
-    def pad_sorted(self, rows: np.ndarray, fill: Any) -> np.ndarray:
-        """Like :meth:`pad` for rows already in (episode, turn) order."""
-        out = np.full(self.live.size, fill, dtype=rows.dtype)
-        out[self.cell[self.order]] = rows
-        return out.reshape(self.live.shape)
+        return out.reshape(-1, self.n_episodes)
 
     def unpad(self, cells: np.ndarray) -> np.ndarray:
-        """Gather the grid back to ``[N]`` rows in input order."""
+        """Gather the whole grid back to ``[N]`` rows in input order."""
         return np.take(cells.reshape(-1), self.cell)
 
+    def unsort(self, sorted_rows: np.ndarray) -> np.ndarray:
+        """Rows in (episode, turn) order back to input order."""
+        out = np.empty_like(sorted_rows)
+        out[self.order] = sorted_rows
+        return out
+
+    def reverse_blocks(self, max_cells: int) -> list[tuple[int, int]]:
+        """Turn ranges ``[first, stop)`` of about ``max_cells`` cells, the last turns first."""
+        n_turns = self.cell_row.size // self.n_episodes
+        per_block = max(1, max_cells // self.n_episodes)
+        stops = range(n_turns, 0, -per_block)
+        return [(max(0, stop - per_block), stop) for stop in stops]
+
+    def block_rows(self, first: int, stop: int) -> np.ndarray:
+        """Input row of every cell of turns ``[first, stop)`` (``n_rows`` when empty)."""
+        return self.cell_row[first * self.n_episodes : stop * self.n_episodes]
+
+    def gather(self, rows_array: np.ndarray, block_rows: np.ndarray) -> np.ndarray:
+        """``[k, E]`` block of a per-row array; empty cells get a finite filler (a real row)."""
+        return np.take(rows_array, block_rows, mode="clip").reshape(-1, self.n_episodes)
+
+    def last_segment_start_value(self, v_high: np.ndarray, switch: np.ndarray) -> np.ndarray:
+        """``[E]``: ``v_high`` at each episode's last segment start (truncation bootstrap)."""
+        sorted_start = switch[self.order] | self.sorted_first
+        index = np.where(sorted_start, np.arange(self.n_rows), -1)
+        last_start = np.maximum.reduceat(index, np.flatnonzero(self.sorted_first))
+        return v_high[self.order[last_start]]
+
     def check_done_only_at_end(self, done: np.ndarray) -> None:
-        early = done & _next(self.live, False)
+        """Raise if a row (input order) is done but its episode has later turns."""
+        turn, column = np.divmod(self.cell, self.n_episodes)
+        early = done & (turn < self.lengths[column] - 1)
         if early.any():
-            t, e = np.argwhere(early)[0]
+            row = int(np.argmax(early))
             raise ValueError(
-                f"episode {self.keys[e]!r} is done at its turn #{t} but has later turns; keep "
-                f"only the active turns (up to and including the first done)"
+                f"episode {self.keys[column[row]]!r} is done at its turn #{turn[row]} but has "
+                f"later turns; keep only the active turns (up to and including the first done)"
             )
 
 

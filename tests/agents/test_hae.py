@@ -3,11 +3,14 @@ property tests, the flat-GAE comparison and input validation."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hiper_gym.agents import hae as hae_module
 from hiper_gym.agents.hae import HAEConfig, HAEResult, compute_gae, compute_hae
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -460,3 +463,67 @@ def test_compute_gae_hand_example_and_truncation():
     )
     np.testing.assert_allclose(no_boot.advantage, [1.0 + 0.5 * -2.0, -2.0])
     np.testing.assert_allclose(no_boot.returns, [1.0, 0.0])
+
+
+# ---- the spec's pseudo-code as an oracle ------------------------------------------------------
+
+
+def load_benchmark_reference():
+    """``benchmarks/hae_speed.py`` keeps the spec's §2.6 pseudo-code as its reference loop."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "hae_speed.py"
+    spec = importlib.util.spec_from_file_location("hae_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REFERENCE = load_benchmark_reference()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=random_batch(max_episodes=6, max_turns=9),
+    seed=st.integers(0, 2**32 - 1),
+    gamma=unit,
+    lam_turn=unit,
+    lam_seg=unit,
+    mode=st.sampled_from(["normalized", "fixed"]),
+    both=st.booleans(),
+    boot=st.booleans(),
+    norm=st.booleans(),
+)
+def test_equals_the_spec_pseudocode_on_random_batches(
+    rows, seed, gamma, lam_turn, lam_seg, mode, both, boot, norm
+):
+    config = HAEConfig(
+        gamma=gamma,
+        lam_turn=lam_turn,
+        lam_seg=lam_seg,
+        keep_penalty_mode=mode,
+        keep_consistency_requires_both=both,
+        bootstrap_truncated=boot,
+        norm_adv=norm,
+    )
+    permutation = np.random.default_rng(seed).permutation(len(rows["episode_id"]))
+    shuffled = {key: np.asarray(value, dtype=object)[permutation] for key, value in rows.items()}
+    for key in ("env_reward", "v_low", "v_high", "v_term"):
+        shuffled[key] = shuffled[key].astype(float)
+    for key in ("done", "format_valid", "is_switch", "has_switch_block"):
+        shuffled[key] = shuffled[key].astype(bool)
+    shuffled["episode_id"] = shuffled["episode_id"].astype(int)
+    shuffled["turn_index"] = shuffled["turn_index"].astype(int)
+    REFERENCE.assert_same(
+        compute_hae(**shuffled, config=config), REFERENCE.reference_hae(shuffled, config)
+    )
+
+
+@pytest.mark.parametrize("block_cells", [1, 3, 8])
+def test_streaming_in_small_blocks_changes_nothing(monkeypatch, block_cells):
+    rows = REFERENCE.random_batch(n_episodes=7, max_turns=12, seed=block_cells, shuffle=True)
+    whole = compute_hae(**rows)
+    monkeypatch.setattr(hae_module, "_BLOCK_CELLS", block_cells)
+    streamed = compute_hae(**rows)
+    for name in HAEResult.__dataclass_fields__:
+        np.testing.assert_allclose(
+            getattr(streamed, name), getattr(whole, name), rtol=1e-12, atol=1e-12, err_msg=name
+        )
