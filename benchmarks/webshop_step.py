@@ -116,10 +116,13 @@ def measure_size(num_products: int, cache_root: Path) -> dict[str, Any]:
 def browser_action_seconds() -> float | None:
     """BROWSER: per-action time of ``HiPER-WebShopBrowser-v0`` (Selenium + headless Chromium).
 
-    Placeholder for the browser env's author: measure the mean time of one ``env.step`` here (same
-    loop shape as :func:`random_policy_loop`) and return it in seconds. ``None`` prints "n/a".
+    Measured by ``benchmarks/_webshop_browser_timing.py`` (driver start, reset, time per action
+    kind) on the loop shape of :func:`random_policy_loop`, 20 episodes. ``None`` prints "n/a".
     """
-    return None
+    from _webshop_browser_timing import browser_action_seconds as measure  # next to this file
+
+    data_dir = SAMPLE_DIR if (SAMPLE_DIR / "items_shuffle_100.json").exists() else None
+    return measure(episodes=20, data_dir=data_dir)
 
 
 def random_policy_loop(episodes: int, seed: int = 0) -> tuple[float, float, int, str]:
