@@ -16,8 +16,11 @@ step raises :class:`BrowserCrashedError`; the next ``reset()`` starts a fresh br
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +29,11 @@ from urllib.parse import urlencode
 
 import gymnasium as gym
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.options import Options as ChromeOptions
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.remote.webelement import WebElement
@@ -119,7 +126,11 @@ _NEW_PAGE_READY_JS = (
 )
 
 
-class BrowserCrashedError(RuntimeError):
+class BrowserEnvError(RuntimeError):
+    """The browser could not perform an action; the next ``reset()`` starts a fresh browser."""
+
+
+class BrowserCrashedError(BrowserEnvError):
     """Chromium or chromedriver stopped answering; the next ``reset()`` starts a fresh browser."""
 
 
@@ -196,6 +207,11 @@ class Chromium:
             self.driver.quit()
         except (WebDriverException, Urllib3HTTPError, OSError):
             self.driver.service.stop()  # the browser is gone: at least end chromedriver
+        # A browser whose chromedriver was killed outlives it; end this instance's processes (and
+        # only them: they are found by this instance's own profile directory).
+        for pid in self.browser_process_ids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.profile_dir, ignore_errors=True)
 
 
@@ -238,6 +254,7 @@ class WebShopBrowserEnv(WebShopTextEnv):
         self._available: dict[str, Any] = {"has_search_bar": False, "clickables": []}
         self._task = ""
         self._page_kind = "search"
+        self._reward_text: str | None = None
 
     # ----------------------------------------------------------------- browser and site lifecycle
     def _ensure_running(self) -> None:
@@ -249,11 +266,17 @@ class WebShopBrowserEnv(WebShopTextEnv):
         if self.browser is None:
             self.browser = Chromium()
 
-    def _crashed(self, during: str, error: BaseException) -> BrowserCrashedError:
+    def _failed(self, during: str, error: BaseException) -> BrowserEnvError:
+        """The error to raise for a failed browser call; the browser is dropped either way."""
         browser, self.browser = self.browser, None
+        alive = browser is not None and browser.is_alive()
         if browser is not None:
             browser.quit()
         summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if alive:  # e.g. a page that never finished loading
+            return BrowserEnvError(
+                f"the browser could not perform {during} ({summary}); call reset() to start afresh"
+            )
         return BrowserCrashedError(
             f"headless Chromium stopped responding during {during} ({summary}); "
             "call reset() to start a fresh browser"
@@ -268,8 +291,12 @@ class WebShopBrowserEnv(WebShopTextEnv):
             time.sleep(0.002)
 
     def _click(self, target: str) -> None:
-        element: WebElement = self.browser.driver.execute_script(_FIND_AND_MARK_JS, target)
-        element.click()
+        driver = self.browser.driver
+        element: WebElement = driver.execute_script(_FIND_AND_MARK_JS, target)
+        try:
+            element.click()  # a real mouse click at the element's centre
+        except (ElementClickInterceptedException, ElementNotInteractableException):
+            driver.execute_script("arguments[0].click();", element)  # covered or off-screen
         self._wait_for_new_page()
 
     def _search(self, query: str) -> None:
@@ -369,7 +396,7 @@ class WebShopBrowserEnv(WebShopTextEnv):
             self.browser.driver.get(f"{self.server.url}/new/{self.goal_index}")
             observation = self._read_page()
         except (WebDriverException, Urllib3HTTPError, OSError) as error:
-            raise self._crashed("reset()", error) from error
+            raise self._failed("reset()", error) from error
         return observation, self._browser_info(valid=True, score=0.0, done=False)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -393,7 +420,7 @@ class WebShopBrowserEnv(WebShopTextEnv):
                     self._click(argument.lower())
             observation = self._read_page()
         except (WebDriverException, Urllib3HTTPError, OSError, TimeoutError) as error:
-            raise self._crashed(f"step({_preview(action)})", error) from error
+            raise self._failed(f"step({_preview(action)})", error) from error
         done = valid and self._page_kind == "done"
         reward = float(self._reward_text) if done else 0.0
         info = self._browser_info(valid=valid, score=reward, done=done)

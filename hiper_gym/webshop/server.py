@@ -200,7 +200,8 @@ class LocalServer:
         app: The WSGI app (e.g. from :func:`create_app`).
         port: TCP port on the loopback interface; ``0`` for an ephemeral one.
         quiet: Drop the per-request access log.
-        threaded: Serve requests in threads (for people with several tabs); an env needs one.
+        threaded: Serve each connection in its own thread, so that an idle connection that a
+            browser opened ahead of time cannot hold up the others.
 
     Example:
         >>> server = LocalServer(create_app(), port=0)  # doctest: +SKIP
@@ -209,7 +210,7 @@ class LocalServer:
         >>> server.close()  # doctest: +SKIP
     """
 
-    def __init__(self, app: Flask, port: int = 0, *, quiet: bool = True, threaded: bool = False):
+    def __init__(self, app: Flask, port: int = 0, *, quiet: bool = True, threaded: bool = True):
         handler = _QuietRequestHandler if quiet else WSGIRequestHandler
         self._server: BaseWSGIServer = make_server(
             LOOPBACK_HOST, port, app, threaded=threaded, request_handler=handler
@@ -260,7 +261,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         shop = WebShop(args.data_dir, goal_source=args.goal_source)
         app = create_app(shop, goal_index=args.goal_index)
-        server = LocalServer(app, args.port, quiet=False, threaded=True)
+        server = LocalServer(app, args.port, quiet=False)
     except (ValueError, OSError) as error:
         print(f"hiper-gym webshop-serve: {error}", file=sys.stderr)
         return 2

@@ -201,13 +201,15 @@ def test_killed_chromedriver_raises_a_clear_error_and_reset_recovers(shop):
     env = WebShopBrowserEnv(shop=shop, split="all")
     try:
         env.reset(seed=0)
-        os.kill(env.browser.driver.service.process.pid, signal.SIGKILL)
+        old_browser = env.browser
+        os.kill(old_browser.driver.service.process.pid, signal.SIGKILL)
         with pytest.raises(BrowserCrashedError):
             env.step("click[search]")  # even a no-op reads the page, so the death is noticed
         env.reset(seed=1)
         assert env.step("search[soap]")[4]["page"] == "results"
     finally:
         env.close()
+    assert old_browser.browser_process_ids() == []  # the orphaned Chromium was ended too
 
 
 def test_close_stops_browser_and_server(shop):
