@@ -359,21 +359,17 @@ def _subgoal_flags(grid: _Grid, subgoal_span: Any, cfg: HAEConfig) -> tuple[np.n
     """Per row: ``has_subgoal``, and ``changed``: turn ``t >= 1`` whose span differs from ``t-1``'s.
 
     As in the released code: with ``keep_consistency_requires_both`` both spans must exist and
-    differ; without it, a turn also counts when either span is missing. Computed on the rows in
-    (episode, turn) order, where the previous turn is the previous row.
+    differ; without it, a turn also counts when either span is missing.
     """
-    spans = _as_spans(subgoal_span, grid.n_rows)[grid.order]
+    spans = _as_spans(subgoal_span, grid.n_rows)
     exists = spans.astype(bool)  # None and "" are False
-    differs = np.zeros_like(exists)
-    differs[1:] = np.not_equal(spans[1:], spans[:-1]).astype(bool)
-    prev_exists = np.zeros_like(exists)
-    prev_exists[1:] = exists[:-1]
+    previous, has_previous = grid.previous_row()
+    differs = np.not_equal(spans, spans[previous]).astype(bool)
     if cfg.keep_consistency_requires_both:
-        changed = exists & prev_exists & differs
+        changed = exists & exists[previous] & differs
     else:
-        changed = ~exists | ~prev_exists | differs
-    changed &= ~grid.sorted_first
-    return grid.unsort(exists), grid.unsort(changed)
+        changed = ~exists | ~exists[previous] | differs
+    return exists, changed & has_previous
 
 
 @dataclass
@@ -576,15 +572,11 @@ class _Grid:
     """
 
     cell: np.ndarray
-    """Flat grid index ``turn_rank * E + episode`` of every input row."""
+    """Flat grid index ``rank * E + column`` of every input row (rank: turn order in episode)."""
     cell_row: np.ndarray
     """Inverse of ``cell``: the input row of every grid cell, ``n_rows`` for an empty cell."""
-    order: np.ndarray
-    """Input rows sorted by (episode, turn)."""
-    sorted_first: np.ndarray
-    """In sorted order: the row is its episode's first turn."""
     lengths: np.ndarray
-    """Turns per episode, ``[E]``."""
+    """Turns per grid column (episode), ``[E]``; compact integer ids may leave empty columns."""
     keys: np.ndarray
     """Episode key of each grid column (for error messages)."""
 
@@ -599,7 +591,7 @@ class _Grid:
     @property
     def live(self) -> np.ndarray:
         """``[T, E]``: the cell holds a turn."""
-        return np.arange(int(self.lengths.max()))[:, None] < self.lengths
+        return np.arange(self.cell_row.size // self.n_episodes)[:, None] < self.lengths
 
     @classmethod
     def build(cls, episode_id: Any, turn_index: Any) -> _Grid:
@@ -608,35 +600,26 @@ class _Grid:
             raise ValueError(f"episode_id must be a non-empty 1-D sequence, got shape {keys.shape}")
         n_rows = len(keys)
         turns = _as_turn_index(turn_index, n_rows)
-        ids = keys
-        if ids.dtype.kind not in "iub":
-            try:
-                _, ids = np.unique(ids, return_inverse=True)
-            except TypeError as err:
-                raise ValueError(f"episode_id values must be mutually comparable: {err}") from err
-        ids = ids.reshape(-1).astype(np.int64, copy=False)
-        order = _sort_rows(ids, turns)
-        sorted_ids, sorted_turns = ids[order], turns[order]
-        same_episode = sorted_ids[1:] == sorted_ids[:-1]
-        repeated = same_episode & (sorted_turns[1:] == sorted_turns[:-1])
-        if repeated.any():
-            k = int(np.argmax(repeated))
+        column, column_keys = _episode_columns(keys)
+        n_columns = len(column_keys)
+        lengths = np.bincount(column, minlength=n_columns)
+        # Fast path: turn indices already run 0..len-1 in every episode, so they are the ranks
+        # (duplicates then collide in the grid and are caught below). Otherwise sort.
+        if turns.min() >= 0 and (turns < lengths[column]).all():
+            rank = turns
+        else:
+            rank = _turn_ranks(column, turns, lengths, column_keys)
+        cell = rank * n_columns + column
+        cell_row = np.full(int(lengths.max()) * n_columns, n_rows, dtype=np.int64)
+        cell_row[cell] = np.arange(n_rows)
+        if np.count_nonzero(cell_row < n_rows) != n_rows:
+            repeated = int(np.argmax(np.bincount(cell) > 1))
+            row = int(np.flatnonzero(cell == repeated)[0])
             raise ValueError(
-                f"duplicate (episode_id, turn_index) pair ({keys[order[k]]!r}, "
-                f"{int(sorted_turns[k])}); de-duplicate repeated or padded turns first"
+                f"duplicate (episode_id, turn_index) pair ({_plain(keys[row])!r}, "
+                f"{int(turns[row])}); de-duplicate repeated or padded turns first"
             )
-        first = np.ones(n_rows, dtype=bool)
-        first[1:] = ~same_episode
-        column = np.cumsum(first) - 1  # dense episode index of each sorted row
-        first_row = np.flatnonzero(first)
-        lengths = np.diff(np.append(first_row, n_rows))
-        n_episodes = len(first_row)
-        sorted_cell = (np.arange(n_rows) - first_row[column]) * n_episodes + column
-        cell = np.empty(n_rows, dtype=np.int64)
-        cell[order] = sorted_cell
-        cell_row = np.full(int(lengths.max()) * n_episodes, n_rows, dtype=np.int64)
-        cell_row[sorted_cell] = order
-        return cls(cell, cell_row, order, first, lengths, keys[order[first_row]])
+        return cls(cell, cell_row, lengths, column_keys)
 
     def pad(self, rows: np.ndarray, fill: Any) -> np.ndarray:
         """Scatter ``[N]`` rows (input order) onto the whole grid; empty cells get ``fill``."""
@@ -648,11 +631,11 @@ class _Grid:
         """Gather the whole grid back to ``[N]`` rows in input order."""
         return np.take(cells.reshape(-1), self.cell)
 
-    def unsort(self, sorted_rows: np.ndarray) -> np.ndarray:
-        """Rows in (episode, turn) order back to input order."""
-        out = np.empty_like(sorted_rows)
-        out[self.order] = sorted_rows
-        return out
+    def previous_row(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's previous turn: its input row (the row itself for a first turn) and a flag."""
+        has_previous = self.cell >= self.n_episodes
+        earlier = self.cell_row[np.where(has_previous, self.cell - self.n_episodes, self.cell)]
+        return earlier, has_previous
 
     def reverse_blocks(self, max_cells: int) -> list[tuple[int, int]]:
         """Turn ranges ``[first, stop)`` of about ``max_cells`` cells, the last turns first."""
@@ -671,30 +654,69 @@ class _Grid:
 
     def last_segment_start_value(self, v_high: np.ndarray, switch: np.ndarray) -> np.ndarray:
         """``[E]``: ``v_high`` at each episode's last segment start (truncation bootstrap)."""
-        sorted_start = switch[self.order] | self.sorted_first
-        index = np.where(sorted_start, np.arange(self.n_rows), -1)
-        last_start = np.maximum.reduceat(index, np.flatnonzero(self.sorted_first))
-        return v_high[self.order[last_start]]
+        starts = np.zeros(self.cell_row.size, dtype=bool)
+        starts[self.cell[switch | (self.cell < self.n_episodes)]] = True
+        from_the_end = np.argmax(starts.reshape(-1, self.n_episodes)[::-1], axis=0)
+        last_start = len(starts) // self.n_episodes - 1 - from_the_end
+        start_rows = self.cell_row[last_start * self.n_episodes + np.arange(self.n_episodes)]
+        return np.take(v_high, start_rows, mode="clip")
 
     def check_done_only_at_end(self, done: np.ndarray) -> None:
         """Raise if a row (input order) is done but its episode has later turns."""
-        turn, column = np.divmod(self.cell, self.n_episodes)
-        early = done & (turn < self.lengths[column] - 1)
+        rank, column = np.divmod(self.cell, self.n_episodes)
+        early = done & (rank < self.lengths[column] - 1)
         if early.any():
             row = int(np.argmax(early))
             raise ValueError(
-                f"episode {self.keys[column[row]]!r} is done at its turn #{turn[row]} but has "
-                f"later turns; keep only the active turns (up to and including the first done)"
+                f"episode {_plain(self.keys[column[row]])!r} is done at its turn #{rank[row]} but "
+                f"has later turns; keep only the active turns (up to and including the first done)"
             )
 
 
-def _sort_rows(ids: np.ndarray, turns: np.ndarray) -> np.ndarray:
-    """Row order by (episode, turn); one int64 sort key when it fits (much faster than lexsort)."""
-    id_low, turn_low = int(ids.min()), int(turns.min())
-    span = int(turns.max()) - turn_low + 1
-    if (int(ids.max()) - id_low + 1) * span < 2**62:
-        return np.argsort((ids - id_low) * span + (turns - turn_low))
-    return np.lexsort((turns, ids))
+def _episode_columns(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grid column of every row, and the key of every column.
+
+    Compact integer ids map to ``id - min`` directly (ids that do not occur leave empty
+    columns); anything else goes through ``np.unique``, which sorts (slow for strings).
+    """
+    if keys.dtype.kind in "iub":
+        ids = keys.astype(np.int64, copy=False)
+        low, high = int(ids.min()), int(ids.max())
+        if high - low < 2 * len(ids) + 64:
+            return ids - low, np.arange(low, high + 1)
+    try:
+        column_keys, column = np.unique(keys, return_inverse=True)
+    except TypeError as err:
+        raise ValueError(f"episode_id values must be mutually comparable: {err}") from err
+    return column.reshape(-1), column_keys
+
+
+def _turn_ranks(
+    column: np.ndarray, turns: np.ndarray, lengths: np.ndarray, column_keys: np.ndarray
+) -> np.ndarray:
+    """Rank of every row's turn index within its episode (general path: gaps, any start)."""
+    low, span = int(turns.min()), int(turns.max()) - int(turns.min()) + 1
+    if len(lengths) * span < 2**62:
+        order = np.argsort(column * span + (turns - low))
+    else:
+        order = np.lexsort((turns, column))
+    sorted_column, sorted_turns = column[order], turns[order]
+    repeated = (sorted_column[1:] == sorted_column[:-1]) & (sorted_turns[1:] == sorted_turns[:-1])
+    if repeated.any():
+        k = int(np.argmax(repeated))
+        raise ValueError(
+            f"duplicate (episode_id, turn_index) pair ({_plain(column_keys[sorted_column[k]])!r}, "
+            f"{int(sorted_turns[k])}); de-duplicate repeated or padded turns first"
+        )
+    first_row = np.cumsum(lengths) - lengths
+    rank = np.empty(len(turns), dtype=np.int64)
+    rank[order] = np.arange(len(turns)) - first_row[sorted_column]
+    return rank
+
+
+def _plain(x: Any) -> Any:
+    """A numpy scalar as the Python value it holds (for readable error messages)."""
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _to_numpy(x: Any) -> np.ndarray:
