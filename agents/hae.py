@@ -78,8 +78,9 @@ class HAEConfig:
     keep_consistency_requires_both: bool = True
     """Only apply the consistency penalty when both turns have a subgoal block."""
     switch_advantage: Literal["released", "paper"] = "released"
-    """``"released"``: ``G_t - v_term`` (the authors' code);
-    ``"paper"``: ``(q - beta) * (V_high - V_low)``."""
+    """``"released"``: ``G_t - v_term`` (the authors' code); ``"paper"``:
+    ``(q_t - beta_t) * (v_high_t - v_low_t)`` with ``q_t = is_switch_t`` (the paper's switching
+    gain; ``v_low_t`` stands in for ``V_low(s_t, o_{t-1})``, exact on KEEP turns)."""
 
     def __post_init__(self) -> None:
         for name in ("gamma", "lam_turn", "lam_seg"):
@@ -192,7 +193,9 @@ def compute_hae(
     ``turn_index`` (only the order of turn indices matters). All arguments have shape ``[N]``.
     Numeric inputs may be lists, numpy arrays or torch tensors; when any of ``env_reward``,
     ``v_low``, ``v_high``, ``v_term`` is a tensor the result holds tensors of that (float) dtype
-    on that device, otherwise numpy arrays. The math runs in numpy float64.
+    on that device, otherwise numpy arrays (``HAEResult.to_torch`` converts). The math runs in
+    numpy float64 on the CPU. Integer episode ids are cheapest; other keys (e.g. ``traj_uid``
+    strings) go through ``np.unique``, a sort.
 
     Args:
         episode_id: Episode key per row (ints or strings, e.g. ``traj_uid``).

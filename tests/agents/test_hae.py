@@ -527,3 +527,14 @@ def test_streaming_in_small_blocks_changes_nothing(monkeypatch, block_cells):
         np.testing.assert_allclose(
             getattr(streamed, name), getattr(whole, name), rtol=1e-12, atol=1e-12, err_msg=name
         )
+
+
+def test_config_parses_with_tyro_and_module_examples_run():
+    import doctest
+
+    import tyro
+
+    config = tyro.cli(HAEConfig, args=["--lam-seg", "0.9", "--keep-penalty-mode", "fixed"])
+    assert (config.lam_seg, config.keep_penalty_mode) == (0.9, "fixed")
+    examples = doctest.testmod(hae_module)
+    assert examples.attempted > 0 and examples.failed == 0

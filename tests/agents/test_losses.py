@@ -226,3 +226,12 @@ def test_hiper_value_loss_sums_the_three_heads_with_their_coefficients():
     assert metrics["vf_loss_high"].item() == pytest.approx(per_head["high"])
     with pytest.raises(ValueError, match="term"):
         hiper_value_loss(values, values, returns, {"low": ones, "high": ones})
+
+
+def test_module_example_runs():
+    import doctest
+
+    from hiper_gym.agents import losses
+
+    examples = doctest.testmod(losses)
+    assert examples.attempted > 0 and examples.failed == 0
