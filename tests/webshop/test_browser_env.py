@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from selenium.webdriver.common.selenium_manager import SeleniumManager
 
 import hiper_gym  # noqa: F401  (registers the ids)
 from hiper_gym.webshop.browser_env import (
@@ -227,11 +228,21 @@ def test_close_stops_browser_and_server(shop):
     assert browser.browser_process_ids() == []
 
 
-def test_chromium_is_offline_and_selenium_manager_is_not_used():
+def test_chromium_starts_without_selenium_manager(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("Selenium Manager ran (it would try to download a driver)")
+
+    monkeypatch.setattr(SeleniumManager, "binary_paths", refuse)
     browser = Chromium()
     try:
-        assert browser.driver.service.path == CHROMEDRIVER_PATH
-        assert browser.driver.caps["browserName"] in ("chrome", "chromium")
+        assert browser.driver.service.path == CHROMEDRIVER_PATH and browser.is_alive()
+    finally:
+        browser.quit()
+
+
+def test_chromium_is_offline():
+    browser = Chromium()
+    try:
         start = time.perf_counter()
         try:
             browser.driver.get("http://example.com/")
