@@ -3,6 +3,7 @@
 Usage:
     python scripts/generate_alfworld_games.py            # rewrite the shipped games
     python scripts/generate_alfworld_games.py --check    # exit 1 unless a fresh run matches them
+    python scripts/generate_alfworld_games.py --check --task-type pick_two_obj_and_place
     python scripts/generate_alfworld_games.py --out DIR --seed 7 --train 20 --valid-seen 5
 
 The generator itself is :mod:`hiper_gym.alfworld.generator`.
@@ -11,22 +12,22 @@ The generator itself is :mod:`hiper_gym.alfworld.generator`.
 from __future__ import annotations
 
 import argparse
-import filecmp
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from hiper_gym.alfworld.data import EMBEDDED_GAMES_DIR, count_by_task_type
+from hiper_gym.alfworld.data import EMBEDDED_GAMES_DIR, TASK_TYPES, count_by_task_type
 from hiper_gym.alfworld.generator import DEFAULT_GAMES_PER_TASK_TYPE, DEFAULT_SEED, generate_games
 
 
-def _same_tree(left: Path, right: Path) -> bool:
-    left_files = sorted(p.relative_to(left) for p in left.rglob("*") if p.is_file())
-    right_files = sorted(p.relative_to(right) for p in right.rglob("*") if p.is_file())
-    if left_files != right_files:
-        return False
-    return all(filecmp.cmp(left / f, right / f, shallow=False) for f in left_files)
+def _files(root: Path, task_types: list[str]) -> dict[Path, bytes]:
+    """Every file under ``root/<split>/<task dir>/`` of the given task types, by relative path."""
+    return {
+        path.relative_to(root): path.read_bytes()
+        for path in sorted(root.glob("*/*/*/*"))
+        if path.is_file() and path.parts[-3].split("-", 1)[0] in task_types
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,15 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--train", type=int, default=DEFAULT_GAMES_PER_TASK_TYPE["train"])
     parser.add_argument("--valid-seen", type=int, default=DEFAULT_GAMES_PER_TASK_TYPE["valid_seen"])
+    parser.add_argument(
+        "--task-type", action="append", choices=list(TASK_TYPES.values()), help="(repeatable)"
+    )
     parser.add_argument("--check", action="store_true", help="compare with --out, write nothing")
     args = parser.parse_args(argv)
     counts = {"train": args.train, "valid_seen": args.valid_seen}
+    task_types = args.task_type or list(TASK_TYPES.values())
     with tempfile.TemporaryDirectory() as scratch:
-        written = generate_games(scratch, counts, seed=args.seed)
+        written = generate_games(scratch, counts, seed=args.seed, task_types=task_types)
         if args.check:
-            same = _same_tree(Path(scratch), args.out)
-            print(f"{args.out}: {'matches' if same else 'DIFFERS FROM'} a fresh generation")
+            same = _files(Path(scratch), task_types) == _files(args.out, task_types)
+            verdict = "matches" if same else "DIFFERS FROM"
+            print(f"{args.out}: {verdict} a fresh generation of {', '.join(task_types)}")
             return 0 if same else 1
+        if args.task_type:
+            parser.error("--task-type only goes with --check (a full run rewrites every game)")
         shutil.rmtree(args.out, ignore_errors=True)
         shutil.copytree(scratch, args.out)
     print(f"wrote {len(written)} games to {args.out}")

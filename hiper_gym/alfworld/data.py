@@ -157,7 +157,9 @@ def index_games(
     directory = split_dir(data_dir, split)
     games = []
     for root, _, files in os.walk(directory):
-        if GAME_FILE_NAME not in files or any(m in root for m in _SKIPPED_PATH_MARKERS):
+        # Markers are looked for below the split only (not in where the data happens to live).
+        task_path = os.path.relpath(root, directory)
+        if GAME_FILE_NAME not in files or any(m in task_path for m in _SKIPPED_PATH_MARKERS):
             continue
         game_file = Path(root) / GAME_FILE_NAME
         if task_type_from_path(game_file) in wanted:

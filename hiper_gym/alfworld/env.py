@@ -140,7 +140,6 @@ class ALFWorldEnv(gym.Env[str, str]):
         self._game_index = -1
         self._task = ""
         self._observation = ""
-        self._steps = 0
         self._episode_over = True
 
     @property
@@ -171,7 +170,6 @@ class ALFWorldEnv(gym.Env[str, str]):
         self._observation = self._state["feedback"]
         match = _TASK_SENTENCE.search(self._observation)
         self._task = match.group(1).strip() if match else ""
-        self._steps = 0
         self._episode_over = False
         return self._observation, self._info(action_admissible=True)
 
@@ -204,7 +202,6 @@ class ALFWorldEnv(gym.Env[str, str]):
                 self._expert.observe_step(command, self._state)
         else:
             self._observation = NOTHING_HAPPENS
-        self._steps += 1
         won = bool(self._state["won"])
         self._episode_over = won
         if self.render_mode == "human":

@@ -103,7 +103,9 @@ class ExpertTracker:
             # The heuristic expert gives up (timeout or a state it does not model).
             self._handcoded = None
             return None
-        return proposal if proposal in admissible else None
+        # As ALFWorld's AlfredExpert: a proposal the state does not allow becomes "look", after
+        # which the expert re-reads the room (it proposes e.g. closing a drawer it has left).
+        return proposal if proposal in admissible else "look"
 
     @contextmanager
     def _private_random(self):  # noqa: ANN202 - a generator-based context manager

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -456,22 +456,27 @@ def generate_games(
     out_dir: str | Path,
     games_per_task_type: Mapping[str, int] | None = None,
     seed: int = DEFAULT_SEED,
+    task_types: Iterable[str] | None = None,
 ) -> list[Path]:
-    """Write games for every split and task type; no two games share a problem.
+    """Write games for every split and task type; no two games share a scene.
+
+    Each task type draws from its own generator seeded with ``(seed, task_type)``, so generating
+    one task type alone writes exactly the files a full run writes for it.
 
     Args:
         out_dir: Where the split directories go (created).
-        games_per_task_type: Games per task type for each split.
-        seed: Seed of the one random generator all draws come from.
+        games_per_task_type: Games per task type for each split, in split order.
+        seed: The seed all draws derive from.
+        task_types: Task types to generate (names); ``None`` for all six.
 
     Returns:
         The written game files, in generation order.
     """
-    rng = random.Random(seed)
-    seen_problems: set[str] = set()
     written = []
-    for split, count in (games_per_task_type or DEFAULT_GAMES_PER_TASK_TYPE).items():
-        for task_type in TASK_TYPES.values():
+    for task_type in task_types or TASK_TYPES.values():
+        rng = random.Random(f"{seed}:{task_type}")
+        seen_problems: set[str] = set()  # later splits never repeat a scene of earlier ones
+        for split, count in (games_per_task_type or DEFAULT_GAMES_PER_TASK_TYPE).items():
             made = 0
             while made < count:
                 name = f"hiper_{split}_{task_type}_{made}"

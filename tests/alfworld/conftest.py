@@ -15,6 +15,7 @@ from hiper_gym.alfworld.env import ALFWorldEnv
 REAL_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alfworld"
 
 
+@pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The real sample's root, or skip the test when this checkout has none."""
     if not (REAL_DATA_DIR / "json_2.1.1").is_dir():
