@@ -246,6 +246,7 @@ def compute_hae(
     grid.check_done_only_at_end(columns["done"])
     columns["has_subgoal"], columns["span_changed"] = _subgoal_flags(grid, subgoal_span, cfg)
     vh_last_start = grid.last_segment_start_value(columns["v_high"], columns["switch"])
+    keep_penalty = _keep_penalty(grid.lengths, cfg)
 
     # Stream the time-major grid backwards in blocks of turn positions (see _BLOCK_CELLS);
     # ``later`` carries what a block needs from the turn after its last row.
@@ -261,7 +262,7 @@ def compute_hae(
         block = {name: grid.gather(col, rows) for name, col in columns.items()}
         block["live"] = (rows < n).reshape(stop - first, grid.n_episodes)
         values, norm_sets, later = _hae_block(
-            block, later, first == 0, grid.lengths, vh_last_start, cfg
+            block, later, first == 0, keep_penalty, vh_last_start, cfg
         )
         for name, cells in values.items():
             out[name][rows] = cells.reshape(-1)
@@ -398,7 +399,7 @@ def _hae_block(
     b: dict[str, np.ndarray],
     later: _LaterTurn,
     holds_turn_zero: bool,
-    lengths: np.ndarray,
+    keep_penalty: np.ndarray,
     vh_last_start: np.ndarray,
     cfg: HAEConfig,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], _LaterTurn]:
@@ -415,7 +416,7 @@ def _hae_block(
     inside = live_next & ~start_next  # the next turn is in the same segment
     has_next = live_next & start_next  # a segment end followed by another segment
     last = live & ~live_next  # the episode's last turn
-    r = _shape_rewards(b, live, switch, lengths, cfg)
+    r = _shape_rewards(b, keep_penalty, cfg)
     not_done = 1.0 - b["done"]
 
     # After a segment's last turn: the next start's V_H; on a truncated episode (not done, no
@@ -467,25 +468,28 @@ def _hae_block(
 
 
 def _shape_rewards(
-    b: dict[str, np.ndarray],
-    live: np.ndarray,
-    switch: np.ndarray,
-    lengths: np.ndarray,
-    cfg: HAEConfig,
+    b: dict[str, np.ndarray], keep_penalty: np.ndarray, cfg: HAEConfig
 ) -> np.ndarray:
     """Spec §3 shaping, in the released code's order: keep, invalid-format, consistency.
 
-    Masks multiply the penalties (``x * 1.0`` and ``x + 0.0`` are exact), which is much faster
-    than ``np.where`` on large batches.
+    ``keep_penalty`` is the ``[E]`` per-episode KEEP penalty (:func:`_keep_penalty`). Masks
+    multiply the penalties (``x * 1.0`` and ``x + 0.0`` are exact), much faster than
+    ``np.where``; empty cells get filler rewards, never read.
     """
-    keep = live & ~switch
-    if cfg.keep_penalty_mode == "normalized":
-        length = lengths.astype(np.float64)
-        r = b["r_env"] + (keep & (length > 1)) * (cfg.keep_penalty / length)
-    else:
-        r = b["r_env"] + keep * cfg.keep_penalty
-    r = r - cfg.invalid_action_penalty_coef * (live & ~b["valid"])
+    keep = ~b["switch"]
+    r = b["r_env"] + keep * keep_penalty
+    r = r - cfg.invalid_action_penalty_coef * ~b["valid"]
     return r + (keep & b["span_changed"]) * cfg.keep_consistency_penalty
+
+
+def _keep_penalty(lengths: np.ndarray, cfg: HAEConfig) -> np.ndarray:
+    """``[E]`` reward added to each KEEP turn of an episode of ``T`` turns.
+
+    ``"normalized"``: ``keep_penalty / T`` (none when ``T <= 1``); ``"fixed"``: ``keep_penalty``.
+    """
+    if cfg.keep_penalty_mode == "fixed":
+        return np.full(len(lengths), cfg.keep_penalty)
+    return np.where(lengths > 1, cfg.keep_penalty / np.maximum(lengths, 1), 0.0)
 
 
 class _RunningStats:
