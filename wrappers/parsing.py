@@ -16,6 +16,18 @@ Two sets of rules from the authors' code are reproduced here (see ``specs/hiper-
 The two sides disagree on purpose in a few corner cases (an empty ``<switch></switch>`` is
 format-invalid for the environment but a KEEP for the trainer); each field below says which side
 it follows.
+
+Where the spec is silent, these choices are made (and tested in ``tests/wrappers/test_parsing.py``):
+
+* A block is the first opening tag and the first closing tag *after* it; an opening tag with no
+  closing tag counts as a missing block.
+* The tail fallback is not stripped (the authors slice the lower-cased response).
+* Missing switch tags store the flavour's invalid switch value, like any other invalid switch.
+* A garbage switch (neither KEEP nor SWITCH) is a segment boundary for the trainer, so the subgoal
+  in force becomes the written ``<subgoal>`` text, although WebShop stores ``"KEEP"`` as its switch.
+* KEEP copies the current subgoal (§1.1: o_t = o_{t-1}); what the model wrote stays available in
+  ``subgoal_block`` (the trainer's KEEP-consistency penalty compares it with the previous turn).
+* SWITCH without a ``<subgoal>`` block leaves the subgoal unchanged (and is format-invalid).
 """
 
 from __future__ import annotations
