@@ -73,7 +73,9 @@ def evaluate_policy(
             list(envs[:count]),
             actor,
             tokenizer,
-            reset_options=[reset_options_for(game) for game in games],
+            reset_options=[
+                reset_options_for(env, game) for env, game in zip(envs, games, strict=False)
+            ],
             reset_seeds=rng.integers(2**31 - 1, size=count).tolist(),
             max_turns=max_turns,
             temperature=temperature,
@@ -100,7 +102,7 @@ def summarize(episodes: Sequence[Any]) -> dict[str, Any]:
 
     per_task: dict[str, list[Any]] = {}
     for episode in episodes:
-        per_task.setdefault(episode.task_type or "all", []).append(episode)
+        per_task.setdefault(episode.task_type or "(no task type)", []).append(episode)
     summary = block(episodes)
     summary["return"] = float(np.mean([episode.env_return for episode in episodes]))
     summary["per_task"] = {task: block(group) for task, group in sorted(per_task.items())}

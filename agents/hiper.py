@@ -231,7 +231,7 @@ def tiny_cpu_preset() -> Args:
         threads=1,
         eval_split="train",
         num_envs=16,
-        max_turns=15,
+        max_turns=20,
         prompt_style="compact",
         max_prompt_tokens=512,
         max_response_tokens=64,
@@ -240,12 +240,12 @@ def tiny_cpu_preset() -> Args:
         num_iterations=60,
         learning_rate=1e-3,
         critic_learning_rate=1e-3,
-        update_epochs=2,
+        update_epochs=1,
         minibatch_size=64,
-        micro_batch_size=64,
+        micro_batch_size=32,
         ent_coef=1e-3,
         kl_coef=0.0,
-        tiny_hidden_size=128,
+        tiny_hidden_size=64,
         tiny_intermediate_size=256,
         eval_every=0,
         eval_episodes=36,
@@ -519,7 +519,9 @@ def run_rollout(learner: Learner) -> Rollout:
         learner.envs,
         learner.models.actor,
         learner.tokenizer,
-        reset_options=[reset_options_for(game) for game in games],
+        reset_options=[
+            reset_options_for(env, game) for env, game in zip(learner.envs, games, strict=True)
+        ],
         reset_seeds=seeds,
         max_turns=args.max_turns,
         temperature=args.temperature,
@@ -942,6 +944,11 @@ def train_loop(learner: Learner, logger: RunLogger, run_dir: Path) -> int:
         directory = save(learner, checkpoint_root, rng_at_start, run_dir)
         print(f"\ninterrupted: checkpoint saved to {directory}", file=sys.stderr)
         return 130
+    except Exception:
+        # an env or model failure mid-iteration: keep the last completed iteration, then report
+        directory = save(learner, checkpoint_root, rng_at_start, run_dir)
+        print(f"\nfailed: checkpoint of the last iteration saved to {directory}", file=sys.stderr)
+        raise
     finally:
         if progress is not None:
             progress.close()
@@ -964,24 +971,32 @@ def save(learner: Learner, root: Path, rng: dict[str, Any], run_dir: Path) -> Pa
 
 
 def run_evaluation(learner: Learner) -> dict[str, Any]:
-    """Evaluate the current policy on the evaluation split at the evaluation temperature."""
+    """Evaluate the current policy on the evaluation split at the evaluation temperature.
+
+    The random states are restored afterwards, so evaluating does not change the training run
+    (a resumed run, which does not replay evaluations, stays identical).
+    """
     args = learner.args
     envs = _eval_envs(args, args.num_envs) or learner.envs
+    python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
-        return evaluate_policy(
-            envs,
-            learner.models.actor,
-            learner.tokenizer,
-            num_episodes=args.eval_episodes,
-            max_turns=args.max_turns,
-            temperature=args.eval_temperature,
-            max_prompt_tokens=args.max_prompt_tokens,
-            max_response_tokens=args.max_response_tokens,
-            reward_scale=args.reward_scale,
-            grammar=learner.grammar,
-            seed=args.seed,
-        )
+        with torch.random.fork_rng(devices=[]):
+            return evaluate_policy(
+                envs,
+                learner.models.actor,
+                learner.tokenizer,
+                num_episodes=args.eval_episodes,
+                max_turns=args.max_turns,
+                temperature=args.eval_temperature,
+                max_prompt_tokens=args.max_prompt_tokens,
+                max_response_tokens=args.max_response_tokens,
+                reward_scale=args.reward_scale,
+                grammar=learner.grammar,
+                seed=args.seed,
+            )
     finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
         if envs is not learner.envs:
             for env in envs:
                 env.close()

@@ -77,19 +77,23 @@ def make_envs(
 
 
 def num_games(env: gym.Env) -> int:
-    """How many games (ALFWorld) or goals (WebShop) the env can be reset to; 0 if unknown."""
+    """How many games (ALFWorld) or goals of its split (WebShop) the env has; 0 if unknown."""
     unwrapped = env.unwrapped
-    for name in ("game_files", "goal_indices", "goals"):
+    for name in ("game_files", "split_indices"):
         value = getattr(unwrapped, name, None)
         if value is not None:
             return len(value)
-    count = getattr(unwrapped, "num_games", None)
-    return int(count) if isinstance(count, int) else 0
+    return 0
 
 
-def reset_options_for(game: int | None) -> dict[str, Any] | None:
-    """``reset`` options choosing one game (``None``: the env picks)."""
-    return None if game is None else {"game": int(game)}
+def reset_options_for(env: gym.Env, game: int | None) -> dict[str, Any] | None:
+    """``reset`` options playing the env's ``game``-th game or goal (``None``: the env picks)."""
+    if game is None:
+        return None
+    goal_indices = getattr(env.unwrapped, "split_indices", None)
+    if goal_indices is not None:
+        return {"goal_index": int(goal_indices[game])}
+    return {"game": int(game)}
 
 
 def slot_games(num_envs: int, total_games: int) -> list[list[int]]:
@@ -109,12 +113,15 @@ def draw_games(game_rng: np.random.Generator, slots: Sequence[Sequence[int]]) ->
     return [None if not games else int(games[game_rng.integers(len(games))]) for games in slots]
 
 
-def env_texts(env: gym.Env, play_steps: int = 0, seed: int = 0) -> list[str]:
+def env_texts(
+    env: gym.Env, play_episodes: int = 0, play_steps: int = 4, seed: int = 0
+) -> list[str]:
     """Text an env can show or accept, for a word-level tokenizer's vocabulary.
 
     Reads the game files the env lists (ALFWorld's hold every object, receptacle and template
     word), any ``vocabulary_texts()`` the env offers, and the instruction texts of the prompt
-    templates; then plays ``play_steps`` random admissible commands per game to catch the rest.
+    templates; then plays ``play_steps`` random admissible commands in ``play_episodes`` games
+    (for envs without game files, e.g. WebShop, whose pages and commands come from a catalogue).
     """
     unwrapped = env.unwrapped
     texts: list[str] = []
@@ -126,8 +133,8 @@ def env_texts(env: gym.Env, play_steps: int = 0, seed: int = 0) -> list[str]:
     if callable(vocabulary):
         texts.extend(vocabulary())
     rng = np.random.default_rng(seed)
-    for game in range(num_games(env) if play_steps else 0):
-        prompt, info = env.reset(seed=seed, options=reset_options_for(game))
+    for game in range(min(num_games(env), play_episodes)):
+        prompt, info = env.reset(seed=seed, options=reset_options_for(env, game))
         texts.append(prompt)
         for _ in range(play_steps):
             commands = list(info.get("admissible_commands", []))
@@ -142,11 +149,17 @@ def env_texts(env: gym.Env, play_steps: int = 0, seed: int = 0) -> list[str]:
     return texts
 
 
-def build_env_tokenizer(envs: Iterable[gym.Env], play_steps: int = 0) -> PreTrainedTokenizerBase:
-    """A word-level tokenizer over the texts of ``envs`` (see :func:`env_texts`)."""
+def build_env_tokenizer(
+    envs: Iterable[gym.Env], play_episodes: int = 16
+) -> PreTrainedTokenizerBase:
+    """A word-level tokenizer over the texts of ``envs`` (see :func:`env_texts`).
+
+    Envs that list game files are read, not played; the others are played.
+    """
     texts: list[str] = []
     for env in envs:
-        texts += env_texts(env, play_steps=play_steps)
+        has_files = bool(getattr(env.unwrapped, "game_files", None))
+        texts += env_texts(env, play_episodes=0 if has_files else play_episodes)
     return build_word_tokenizer(texts)
 
 
