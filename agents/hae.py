@@ -269,12 +269,9 @@ def compute_hae(
         for name, members in norm_sets.items():
             stats[name].add(values[name], members)
     for name, running in stats.items():
-        norm = out[f"{name}_norm"]
-        if cfg.norm_adv and running.count:
-            np.subtract(out[name], running.mean, out=norm)
-            norm /= running.std + NORM_EPS
-        else:
-            np.copyto(norm, out[name])
+        (running if cfg.norm_adv else _RunningStats()).standardize(
+            out[name], out=out[f"{name}_norm"]
+        )
     result = HAEResult(**{name: array[:n] for name, array in out.items()})
     like = _first_tensor(env_reward, v_low, v_high, v_term)
     return result if like is None else result.to_torch(like.device, _float_dtype(like))
@@ -325,15 +322,17 @@ def compute_gae(
     done_rows = _as_bool(done, "done", grid.n_rows)
     grid.check_done_only_at_end(done_rows)
     not_done = 1.0 - grid.pad(done_rows, False)
-    last = grid.live & ~_next(grid.live, False)
-    v_next = np.where(last, v if bootstrap_truncated else 0.0, _next(v, 0.0))
+    last = grid.live & ~_then(grid.live, False)
+    v_next = np.where(last, v if bootstrap_truncated else 0.0, _then(v, 0.0))
     delta = r + gamma * not_done * v_next - v
-    advantage = _reverse_scan(delta, gamma * lam * not_done * ~last)
-    normalize = _standardize if norm_adv else _copy
+    advantage = grid.unpad(_reverse_scan(delta, gamma * lam * not_done * ~last))
+    stats = _RunningStats()
+    if norm_adv:
+        stats.add(advantage, np.ones(len(advantage), dtype=bool))
     result = GAEResult(
-        advantage=grid.unpad(advantage),
-        returns=grid.unpad(advantage + v),
-        advantage_norm=grid.unpad(normalize(advantage, grid.live)),
+        advantage=advantage,
+        returns=advantage + grid.unpad(v),
+        advantage_norm=stats.standardize(advantage),
     )
     like = _first_tensor(reward, value)
     if like is None:
@@ -348,8 +347,8 @@ def compute_gae(
 
 
 # ----------------------------------------------------------------------------------------------
-# The estimator's steps. Every array below is a time-major grid [T, E]: row t holds turn t of
-# every episode, so "the next turn" is the next row and a reverse scan walks up the rows.
+# The estimator's steps. Arrays below are time-major blocks [k, E] of the grid: row t holds turn
+# t of every episode, so "the next turn" is the next row and a reverse scan walks up the rows.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -514,9 +513,26 @@ class _RunningStats:
     def std(self) -> float:
         return math.sqrt(self.m2 / self.count)
 
+    def standardize(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``(x - mean) / (std + 1e-8)`` on every value (population std over the added members).
 
-def _then(block: np.ndarray, later: np.ndarray) -> np.ndarray:
-    """The next turn's value for every row of a block: rows 1.. then the carried later turn."""
+        As in the released code, no members leaves ``x`` unchanged (copied), and a set of one
+        maps its member to 0.
+        """
+        out = np.empty_like(x) if out is None else out
+        if not self.count:
+            np.copyto(out, x)
+            return out
+        np.subtract(x, self.mean, out=out)
+        out /= self.std + NORM_EPS
+        return out
+
+
+def _then(block: np.ndarray, later: Any) -> np.ndarray:
+    """The next turn's value for every row: rows 1.., then ``later`` after the last row.
+
+    ``later`` is the carried next turn of a block (``[E]``) or a fill value.
+    """
     out = np.empty_like(block)
     out[:-1] = block[1:]
     out[-1] = later
@@ -537,33 +553,6 @@ def _reverse_scan(increment: np.ndarray, carry: np.ndarray, init: Any = 0.0) -> 
         now += inc
         later = now
     return out[:-1]
-
-
-def _standardize(x: np.ndarray, in_set: np.ndarray) -> np.ndarray:
-    """``(x - mean) / (std + 1e-8)`` on every cell, with stats over ``in_set`` (population std).
-
-    As in the released code, an empty set leaves ``x`` unchanged; a set of one maps its member to
-    0. Masked sums instead of ``x[in_set]``: boolean indexing is slow on large batches.
-    """
-    weight = in_set.astype(np.float64)
-    count = weight.sum()
-    if count == 0:
-        return x.copy()
-    centered = x - (x * weight).sum() / count
-    std = np.sqrt((centered * centered * weight).sum() / count)
-    return centered / (std + NORM_EPS)
-
-
-def _copy(x: np.ndarray, in_set: np.ndarray) -> np.ndarray:
-    return x.copy()
-
-
-def _next(x: np.ndarray, fill: Any) -> np.ndarray:
-    """The next turn's value: ``out[t] = x[t + 1]``, ``fill`` after the last row."""
-    out = np.empty_like(x)
-    out[:-1] = x[1:]
-    out[-1] = fill
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
