@@ -1,6 +1,24 @@
 """Env-agnostic Gymnasium wrappers: Plan-Execute parsing, prompts, options (semi-MDP), SB3 bridge.
 
-Nothing here imports :mod:`hiper_gym.agents`; the learners import from here.
+Everything works on any text env that lists ``admissible_commands`` in ``info`` (``Options`` on any
+Gymnasium env), and nothing here imports :mod:`hiper_gym.agents`; the learners import from here.
+
+* :func:`parse_response`: the one parser of ``<switch>``/``<subgoal>``/``<action>`` responses
+  (hiper-method.md §1.3-1.4), with character spans for the loss masks; :func:`segment_starts`.
+* :class:`PlanExecute`: the action is the whole response; ``info`` tracks subgoals and segments.
+* :class:`PromptBuilder` and :class:`PromptObservation`: the per-turn prompt (§1.2).
+* :class:`Options`: one ``step`` runs an option to termination and returns the SMDP transition;
+  :class:`FollowPlan` and :func:`plan_to_subgoals` build an oracle from an expert plan.
+* :class:`DiscreteCommands` and :class:`EncodeText`: ``Discrete(K_max)`` with ``action_masks()``
+  and ``Box`` observations for sb3-contrib's ``MaskablePPO``.
+* :func:`make_group_vec` and :func:`group_seeds`: groups of copies that share a game (GRPO/GiGPO).
+
+Example:
+    >>> import gymnasium as gym
+    >>> import hiper_gym  # noqa: F401
+    >>> from hiper_gym.wrappers import PlanExecute, PromptObservation
+    >>> env = PromptObservation(PlanExecute(gym.make("HiPER-ALFWorld-v0")))  # doctest: +SKIP
+    >>> prompt, info = env.reset(seed=0)  # doctest: +SKIP
 """
 
 from .discrete_commands import DiscreteCommands
