@@ -207,12 +207,26 @@ class Chromium:
             self.driver.quit()
         except (WebDriverException, Urllib3HTTPError, OSError):
             self.driver.service.stop()  # the browser is gone: at least end chromedriver
-        # A browser whose chromedriver was killed outlives it; end this instance's processes (and
-        # only them: they are found by this instance's own profile directory).
+        self._end_processes()
+        for _ in range(5):  # a helper process may still be flushing into the profile
+            shutil.rmtree(self.profile_dir, ignore_errors=True)
+            if not self.profile_dir.exists():
+                break
+            time.sleep(0.1)
+
+    def _end_processes(self, grace_s: float = 3.0) -> None:
+        """Wait for this instance's processes to exit; kill those that do not (e.g. orphans)."""
+        # A browser whose chromedriver was killed outlives it, and a quitting one still writes to
+        # its profile for a moment. Only this instance's processes are touched: they are the ones
+        # started with its own profile directory.
+        deadline = time.monotonic() + grace_s
+        while self.browser_process_ids() and time.monotonic() < deadline:
+            time.sleep(0.05)
         for pid in self.browser_process_ids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.profile_dir, ignore_errors=True)
+        while self.browser_process_ids() and time.monotonic() < deadline + grace_s:
+            time.sleep(0.05)
 
 
 class WebShopBrowserEnv(WebShopTextEnv):
