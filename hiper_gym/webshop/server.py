@@ -40,7 +40,14 @@ from flask import Flask, abort, redirect, render_template, request, url_for
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from hiper_gym.webshop.render import options_json
-from hiper_gym.webshop.shop import SUB_PAGES, DonePage, PageState, ShopSession, WebShop
+from hiper_gym.webshop.shop import (
+    SUB_PAGES,
+    DonePage,
+    PageState,
+    ShopSession,
+    WebShop,
+    page_clickables,
+)
 
 #: Only the loopback interface: the site is a local simulator, never exposed to a network.
 LOOPBACK_HOST = "127.0.0.1"
@@ -85,7 +92,7 @@ class ShopSessions:
             return session_id
 
     def get(self, session_id: str) -> ShopSession:
-        """The session with this id; a 404 page if there is none (unknown or dropped)."""
+        """The session with this id (call with ``lock`` held); a 404 if unknown or dropped."""
         session = self._sessions.get(session_id)
         if session is None:
             abort(404, description=f"no WebShop session {session_id!r}; open / to start one")
@@ -112,7 +119,8 @@ def _render_page(session_id: str, session: ShopSession) -> str:
         "click_url": url_for("click", session_id=session_id),
     }
     if state.kind == "item":
-        context["sub_pages"] = SUB_PAGES if state.show_attrs else SUB_PAGES[:3]
+        clickables = page_clickables(state)  # the core decides which sub-page buttons exist
+        context["sub_pages"] = [name for name in SUB_PAGES if name.lower() in clickables]
     if isinstance(state, DonePage):
         context["options_json"] = options_json(state.options)
         context["reward_text"] = repr(float(state.reward))

@@ -252,3 +252,41 @@ def test_markup_in_options_is_clickable_and_matches_the_text_env(evil_shop):
         assert result[2] and result[1] > 0
     finally:
         browser_env.close()
+
+
+def test_attributes_button_follows_the_shop_setting(shop):
+    attrs_shop = WebShop(catalogue=shop.catalogue, show_attrs=True)
+    for a_shop, shown in ((shop, False), (attrs_shop, True)):
+        client = create_app(a_shop).test_client()
+        session_id = start_session(client, 0)
+        goal = a_shop.goals[0]
+        act(client, session_id, f"search[{goal['name']}]")
+        html = act(client, session_id, f"click[{goal['asin']}]")
+        assert ('value="Attributes">Attributes</button>' in html) == shown
+    html = act(client, session_id, "click[attributes]")
+    product = attrs_shop.catalogue.by_asin[goal["asin"]]
+    assert 'data-sub-page="Attributes"' in html
+    assert all(f"<li> {html_module.escape(a)}</li>" in html for a in product["Attributes"])
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not chromium_available(), reason="needs chromium and chromedriver")
+def test_attributes_page_matches_the_text_env(shop):
+    attrs_shop = WebShop(catalogue=shop.catalogue, show_attrs=True)
+    goal = attrs_shop.goals[1]
+    actions = [f"search[{goal['name']}]", f"click[{goal['asin']}]", "click[attributes]"]
+    actions += ["click[< prev]", "click[reviews]", "click[< prev]", "click[buy now]"]
+    browser_env = WebShopBrowserEnv(shop=attrs_shop, split="all")
+    text_env = WebShopTextEnv(shop=attrs_shop, split="all")
+    try:
+        assert browser_env.reset(options={"goal_index": 1}) == text_env.reset(
+            options={"goal_index": 1}
+        )
+        pages = []
+        for action in actions:
+            result = browser_env.step(action)
+            assert result == text_env.step(action), action
+            pages.append(result[4]["page"])
+        assert pages == ["results", "item", "item_sub", "item", "item_sub", "item", "done"]
+    finally:
+        browser_env.close()
