@@ -349,6 +349,8 @@ def build_learner(args: Args, tokenizer_dir: Path | None = None) -> Learner:
         history_length=args.history_length,
         prompt_style=args.prompt_style,
     )
+    for env in _eval_envs(args, 1):  # a bad --eval-split fails now, not after training
+        env.close()
     if tokenizer_dir is not None:
         tokenizer = load_tokenizer(args.model, tokenizer_dir)
     elif is_config_only(args.model):

@@ -113,3 +113,22 @@ def test_resumed_run_makes_the_same_next_update(tmp_path):
     rows = {name: metric_rows(tmp_path / name) for name in ("straight", "split")}
     assert rows["straight"][1]["train/return"] == rows["split"][1]["train/return"]
     assert rows["straight"][1]["losses/pg_loss"] == rows["split"][1]["losses/pg_loss"]
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
+    original = hiper.train_iteration
+    calls = []
+
+    def interrupted_second_time(learner, defer):
+        calls.append(learner.iteration)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(learner, defer)
+
+    monkeypatch.setattr(hiper, "train_iteration", interrupted_second_time)
+    argv = ["--num-iterations", "3", *TINY, "--output-dir", str(tmp_path), "--run-name", "c"]
+    assert hiper.main([*argv, "--no-tensorboard"]) == 130
+    checkpoints = tmp_path / "c" / "checkpoints"
+    assert (checkpoints / "latest").read_text() == "iter_000001"
+    _, state = load_checkpoint(checkpoints)
+    assert state["iteration"] == 1
