@@ -14,8 +14,10 @@ HAE gives each decision its own advantage:
   ``"paper"``: ``(q - beta) * (v_high - v_low)``.
 
 All equations follow ``/work/shared/specs/hiper-method.md`` §2.2 and §3 (the released estimator,
-whose pseudo-code is §2.6). The estimator is vectorised: inputs are flat per-turn rows, laid out
-as an ``[episodes, max_turns]`` grid, and every recursion is one reverse scan over turn positions.
+whose pseudo-code is §2.6). The estimator is vectorised: flat per-turn rows are laid out on a
+time-major ``[max_turns, episodes]`` grid, streamed backwards in cache-sized blocks of turn
+positions, and every recursion is a reverse scan over turn positions (no loop over turns or
+episodes in Python). ``benchmarks/hae_speed.py`` times it against the spec's per-episode loop.
 
 Example:
     >>> import numpy as np
