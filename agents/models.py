@@ -95,7 +95,11 @@ def model_config(model: str, vocab_size: int, tiny_shape: TinyShape) -> Pretrain
 def _finish(model: PreTrainedModel, device: str, gradient_checkpointing: bool) -> PreTrainedModel:
     model.to(device)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it; the old name still works but warns
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        (enable or model.gradient_checkpointing_enable)()
+        # with frozen embeddings (LoRA) the checkpointed blocks still need an input with grad
+        model.enable_input_require_grads()
         model.config.use_cache = False
     return model
 

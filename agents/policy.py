@@ -228,6 +228,7 @@ def sample_responses(
         top_k=0,
         top_p=1.0,
         max_new_tokens=max_new_tokens,
+        use_cache=True,  # also with gradient checkpointing, which turns the config's cache off
         logits_processor=processors,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
