@@ -132,3 +132,23 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
     assert (checkpoints / "latest").read_text() == "iter_000001"
     _, state = load_checkpoint(checkpoints)
     assert state["iteration"] == 1
+
+
+def test_lora_with_gradient_checkpointing_trains_only_the_adapters():
+    args = dataclasses.replace(
+        hiper.tiny_cpu_preset(),
+        num_envs=2,
+        max_turns=2,
+        lora=True,
+        gradient_checkpointing=True,
+        kl_coef=0.01,
+        critic="separate",
+        tensorboard=False,
+    )
+    learner = hiper.build_learner(args)
+    actor = learner.models.actor
+    before = {name: p.detach().clone() for name, p in actor.named_parameters()}
+    metrics = hiper.train_iteration(learner, hiper.DeferredInterrupt())
+    changed = {name for name, p in actor.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all("lora_" in name for name in changed)
+    assert metrics["losses/kl"] >= 0.0 and learner.models.reference is None
