@@ -279,7 +279,10 @@ class WebShopBrowserEnv(WebShopTextEnv):
             self.browser.quit()
             self.browser = None
         if self.browser is None:
-            self.browser = Chromium()
+            try:
+                self.browser = Chromium()
+            except (WebDriverException, Urllib3HTTPError, OSError) as error:
+                raise BrowserCrashedError(f"headless Chromium did not start: {error}") from error
 
     def _failed(self, during: str, error: BaseException) -> BrowserEnvError:
         """The error to raise for a failed browser call; the browser is dropped either way."""
@@ -402,7 +405,7 @@ class WebShopBrowserEnv(WebShopTextEnv):
 
         Raises:
             RuntimeError: Chromium or chromedriver is not installed.
-            BrowserCrashedError: A freshly started browser died at once.
+            BrowserCrashedError: The browser did not start, or died at once.
         """
         gym.Env.reset(self, seed=seed)  # seeds np_random exactly as the text env does
         self.goal_index = self._goal_index_from(options)
