@@ -886,7 +886,8 @@ def resolve_run(args: Args) -> tuple[Args, Path, dict[str, Any] | None]:
         progress=args.progress,
         tensorboard=args.tensorboard,
     )
-    return resumed, Path(state["run_dir"]), state
+    # checkpoints live in <run>/checkpoints/iter_N: the run is found even if it was moved
+    return resumed, directory.parent.parent, state
 
 
 def main(argv: Sequence[str] | None = None) -> int:
