@@ -152,3 +152,15 @@ def test_lora_with_gradient_checkpointing_trains_only_the_adapters():
     changed = {name for name, p in actor.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all("lora_" in name for name in changed)
     assert metrics["losses/kl"] >= 0.0 and learner.models.reference is None
+
+
+def test_a_local_model_directory_trains_with_its_own_tokenizer(tmp_path):
+    args = dataclasses.replace(hiper.tiny_cpu_preset(), num_envs=1, max_turns=2)
+    learner = hiper.build_learner(args)
+    model_dir = tmp_path / "model"
+    learner.models.actor.save_pretrained(model_dir)
+    learner.tokenizer.save_pretrained(model_dir)
+    argv = ["--model", str(model_dir), "--critic", "separate", "--num-iterations", "1", *TINY]
+    assert hiper.main([*argv, "--output-dir", str(tmp_path), "--run-name", "local"]) == 0
+    _, state = load_checkpoint(tmp_path / "local")
+    assert state["critic"] is not None and state["value_head"] is None
