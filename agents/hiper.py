@@ -743,7 +743,7 @@ def train_iteration(learner: Learner, defer_interrupts: DeferredInterrupt) -> di
     result = run_hae(args, turns, values)
     data = build_update_data(turns, scored, result)
 
-    # 4. PPO UPDATE (Ctrl-C waits until the update is complete, so a checkpoint is consistent)
+    # 4. PPO UPDATE (a Ctrl-C here is acted on after the iteration, see train_loop)
     with defer_interrupts:
         update_stats = ppo_update(learner, turns, data)
     end = time.perf_counter()
@@ -769,16 +769,21 @@ def train_iteration(learner: Learner, defer_interrupts: DeferredInterrupt) -> di
 
 
 class DeferredInterrupt:
-    """A context in which Ctrl-C is remembered and raised on exit, not in the middle."""
+    """The PPO update's guard: Ctrl-C during it is only remembered (``pending``).
+
+    The train loop acts on it once the iteration is complete, so a checkpoint never holds a
+    half-applied update; ``updating`` tells whether an update was cut short by an error.
+    """
 
     def __init__(self) -> None:
         self.pending = False
+        self.updating = False
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.pending = True
 
     def __enter__(self) -> DeferredInterrupt:
-        self.pending = False
+        self.updating = True
         try:
             self._previous = signal.signal(signal.SIGINT, self._handler)
         except ValueError:  # not the main thread: signals cannot be handled here
@@ -786,10 +791,10 @@ class DeferredInterrupt:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.updating = False
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-        if self.pending:
-            raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -927,13 +932,13 @@ def train_loop(learner: Learner, logger: RunLogger, run_dir: Path) -> int:
     progress = make_progress(args, learner.iteration)
     started = time.perf_counter()
     defer = DeferredInterrupt()
-    rng_at_start = rng_state(learner.game_rng)
+    # what a checkpoint of the last completed iteration must restore
+    rng_at_start, episodes_at_start = rng_state(learner.game_rng), learner.episodes_done
     try:
         while learner.iteration < args.num_iterations:
-            rng_at_start = rng_state(learner.game_rng)
             metrics = train_iteration(learner, defer)
             learner.iteration += 1
-            rng_at_start = rng_state(learner.game_rng)
+            rng_at_start, episodes_at_start = rng_state(learner.game_rng), learner.episodes_done
             if args.eval_every and learner.iteration % args.eval_every == 0:
                 metrics["eval/success"] = run_evaluation(learner)["success"]
             metrics["episodes"] = learner.episodes_done
@@ -942,13 +947,21 @@ def train_loop(learner: Learner, logger: RunLogger, run_dir: Path) -> int:
             update_progress(progress, metrics)
             if learner.iteration % args.checkpoint_every == 0:
                 save(learner, checkpoint_root, rng_at_start, run_dir)
+            if defer.pending:  # Ctrl-C arrived during the update
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
-        # the weights are those of the last completed iteration; so is rng_at_start
+        # the weights are those of the last completed iteration (an interrupted rollout changed
+        # no weights); roll the counters back to it too
+        learner.episodes_done = episodes_at_start
         directory = save(learner, checkpoint_root, rng_at_start, run_dir)
         print(f"\ninterrupted: checkpoint saved to {directory}", file=sys.stderr)
         return 130
     except Exception:
-        # an env or model failure mid-iteration: keep the last completed iteration, then report
+        # an env or model failure: checkpoint the last completed iteration, unless the update
+        # was under way (its weights are then neither the old nor the new ones)
+        if defer.updating:
+            raise
+        learner.episodes_done = episodes_at_start
         directory = save(learner, checkpoint_root, rng_at_start, run_dir)
         print(f"\nfailed: checkpoint of the last iteration saved to {directory}", file=sys.stderr)
         raise

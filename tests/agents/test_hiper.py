@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import signal
 import subprocess
 import sys
 
@@ -164,3 +165,19 @@ def test_a_local_model_directory_trains_with_its_own_tokenizer(tmp_path):
     assert hiper.main([*argv, "--output-dir", str(tmp_path), "--run-name", "local"]) == 0
     _, state = load_checkpoint(tmp_path / "local")
     assert state["critic"] is not None and state["value_head"] is None
+
+
+def test_ctrl_c_during_the_update_finishes_the_iteration_first(tmp_path, monkeypatch):
+    original = hiper.ppo_update
+
+    def update_then_ctrl_c(learner, turns, data):
+        stats = original(learner, turns, data)
+        signal.raise_signal(signal.SIGINT)  # lands inside the deferred-interrupt guard
+        return stats
+
+    monkeypatch.setattr(hiper, "ppo_update", update_then_ctrl_c)
+    argv = ["--num-iterations", "3", *TINY, "--output-dir", str(tmp_path), "--run-name", "u"]
+    assert hiper.main([*argv, "--no-tensorboard"]) == 130
+    _, state = load_checkpoint(tmp_path / "u")
+    assert state["iteration"] == 1
+    assert [row["iteration"] for row in metric_rows(tmp_path / "u")] == ["1"]
