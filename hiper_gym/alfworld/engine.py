@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
+import re
 import tempfile
 from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -54,6 +58,9 @@ def _import_engine_quietly() -> tuple[Any, ...]:
     _goal_library,
     PddlEnv,
 ) = _import_engine_quietly()
+# Plain textworld modules (no side effects), used by the snapshot engine below.
+from textworld.envs.pddl import logic as pddl_logic  # noqa: E402
+from textworld.envs.pddl.textgen import ContextSensitiveGrammar  # noqa: E402
 
 #: ALFWorld's domain and grammar files, shipped in its wheel.
 ALFRED_PDDL_PATH: str = _alfworld_info.ALFRED_PDDL_PATH
@@ -80,8 +87,23 @@ class SnapshotPddlEnv(PddlEnv):
     """
 
     def load(self, filename_or_data: Any) -> None:
-        """Load a game and keep its initial PDDL state as the reset snapshot."""
-        super().load(filename_or_data)
+        """Load a game (a file or its parsed JSON); keep its initial PDDL state as the snapshot.
+
+        As ``PddlEnv.load`` (textworld 1.7), except that the grammar comes from
+        :func:`shared_game_logic` instead of a full parse.
+        """
+        if isinstance(filename_or_data, Mapping):
+            data, self._game_file = filename_or_data, None
+        else:
+            data = json.loads(Path(filename_or_data).read_text(encoding="utf-8"))
+            self._game_file = filename_or_data
+        self._game_data = data
+        self.walkthrough = data.get("walkthrough", None)
+        self._logic = shared_game_logic(data["pddl_domain"], data["grammar"])
+        self._pddl_state = pddl_logic.PddlState(
+            self.downward_lib, data["pddl_problem"], self._logic
+        )
+        self._entity_infos = self._get_entity_infos()
         self._initial_pddl_state = self._pddl_state
 
     def reset(self) -> Any:
@@ -107,6 +129,42 @@ class SnapshotPddlEnv(PddlEnv):
                 self._entity_infos
             )
         return self.state
+
+
+#: The goal sentence inside a game's grammar: ``"task": [{"rhs": "Your task is to: ..."}]``.
+_TASK_RULE = re.compile(r'("task"\s*:\s*\[\s*\{\s*"rhs"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+_TASK_PLACEHOLDER = "HIPER_TASK_PLACEHOLDER"
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_template(domain: str, template_grammar: str) -> Any:
+    return pddl_logic.GameLogic(domain=domain, grammar=template_grammar)
+
+
+def shared_game_logic(domain: str, grammar: str) -> Any:
+    """The game logic of a game, with the grammar parsed once per process, not once per game.
+
+    ALFWorld's games share one grammar (``alfred.twl2``) except for the goal sentence, and parsing
+    it is most of a game's load time (0.3-0.5 s). The template (sentence replaced by a placeholder)
+    is parsed once and cached; each game gets its own logic object sharing the parsed actions and
+    rules, with its own ``task`` rule and its own type hierarchy (``PddlState`` adds to it). A
+    grammar without that rule is parsed in full.
+    """
+    match = _TASK_RULE.search(grammar)
+    if match is None:
+        return pddl_logic.GameLogic(domain=domain, grammar=grammar)
+    template = grammar[: match.start(2)] + _TASK_PLACEHOLDER + grammar[match.end(2) :]
+    shared = _parsed_template(domain, template)
+    task_rhs = json.loads(f'"{match.group(2)}"')
+    task_rule = ContextSensitiveGrammar.parse(json.dumps({"task": [{"rhs": task_rhs}]}))
+    logic = object.__new__(pddl_logic.GameLogic)  # the fields GameLogic.__init__ sets
+    logic.domain = domain
+    logic.actions = shared.actions
+    logic.types = textworld.logic.TypeHierarchy()
+    logic.grammar = ContextSensitiveGrammar()
+    logic.grammar._rules = defaultdict(list, shared.grammar._rules)
+    logic.grammar._rules["task"] = task_rule._rules["task"]
+    return logic
 
 
 def _copy_pddl_state(initial: Any) -> Any:

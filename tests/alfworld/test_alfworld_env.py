@@ -194,3 +194,28 @@ def test_pickled_env_is_rebuilt_from_its_arguments() -> None:
     assert clone.game_files == env.game_files and clone.expert == "walkthrough"
     _, info = clone.reset(seed=0)
     assert info["task_type"] == "look_at_obj_in_light"
+
+
+def test_engine_matches_textworlds_pddl_env_step_for_step(bare_env: ALFWorldEnv) -> None:
+    """The snapshot reset and shared grammar change nothing the stock engine would show."""
+    import random
+
+    from hiper_gym.alfworld.data import read_game
+    from hiper_gym.alfworld.engine import AlfredDemangler, PddlEnv, SnapshotPddlEnv, textworld
+
+    def trace(engine_class: type, content: dict) -> list:
+        infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True)
+        engine = AlfredDemangler(engine_class(infos), shuffle=False)
+        engine.load(content)
+        rng, states = random.Random(0), []
+        for _ in range(2):  # the second episode starts from a reset after play
+            state = engine.reset()
+            for _ in range(8):
+                states.append((state["feedback"], state["admissible_commands"], state["won"]))
+                states.append(sorted(map(str, state["facts"])))
+                state, _, _ = engine.step(rng.choice(state["admissible_commands"]))
+        return states
+
+    for game_file in bare_env.game_files[::9]:
+        content = read_game(game_file).content
+        assert trace(SnapshotPddlEnv, content) == trace(PddlEnv, content), game_file
