@@ -14,6 +14,7 @@ from pathlib import Path
 
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "learning_curve.png"
+SMOOTHING = 5
 
 
 class RunLogger:
@@ -102,7 +103,16 @@ def plot_learning_curve(
         ]
         if points:
             xs, ys = zip(*points, strict=True)
-            axis.plot(xs, ys, marker="." if len(xs) < 40 else None, label=column)
+            line = axis.plot(xs, ys, marker=".", alpha=0.45, label=column)[0]
+            if len(ys) >= 2 * SMOOTHING:  # a moving average makes a noisy curve readable
+                smooth = [
+                    sum(ys[max(0, i - SMOOTHING + 1) : i + 1])
+                    / len(ys[max(0, i - SMOOTHING + 1) : i + 1])
+                    for i in range(len(ys))
+                ]
+                axis.plot(
+                    xs, smooth, color=line.get_color(), label=f"{column} ({SMOOTHING}-it mean)"
+                )
     axis.set_xlabel(x_column)
     axis.set_ylabel("success rate")
     axis.set_ylim(-0.02, 1.02)
