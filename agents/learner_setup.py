@@ -127,14 +127,17 @@ def env_texts(
     texts: list[str] = []
     for template in (default_template(env.get_wrapper_attr("flavor")), COMPACT_TEMPLATE):
         texts += [template.with_history, template.without_history]
+    texts.append("[Observation 1: '...', Action 1: '...']")  # the prompts' history lines
     for path in getattr(unwrapped, "game_files", []) or []:
         texts.append(Path(path).read_text(errors="ignore"))
     vocabulary = getattr(unwrapped, "vocabulary_texts", None)
     if callable(vocabulary):
         texts.extend(vocabulary())
     rng = np.random.default_rng(seed)
-    for game in range(min(num_games(env), play_episodes)):
-        prompt, info = env.reset(seed=seed, options=reset_options_for(env, game))
+    # play the listed games (or, when the env lists none, whatever it resets to)
+    for game in range(min(num_games(env) or play_episodes, play_episodes)):
+        options = reset_options_for(env, game) if num_games(env) else None
+        prompt, info = env.reset(seed=seed + game, options=options)
         texts.append(prompt)
         for _ in range(play_steps):
             commands = list(info.get("admissible_commands", []))
