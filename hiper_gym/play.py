@@ -6,11 +6,11 @@ commands, numbered. Type a number to send that command, or any text to send it a
 
 Example:
     >>> import io, sys
-    >>> sys.stdin = io.StringIO("quit\\n")
+    >>> sys.stdin = io.StringIO("quit\n")
     >>> main(["HiPER-ALFWorld-v0", "--seed", "0"])  # doctest: +ELLIPSIS
     -= Welcome to TextWorld, ALFRED! =-
     ...
-    0
+    > 0
 """
 
 from __future__ import annotations
