@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ class ExpertTracker:
         try:
             with self._private_random():
                 proposal = self._handcoded.act(state, 0, state["won"], command)
-        except Exception:  # noqa: BLE001 - its timeout and heuristics raise bare Exceptions
+        except Exception:  # its timeout and its heuristics raise bare Exceptions
             # The heuristic expert gives up (timeout or a state it does not model).
             self._handcoded = None
             return None
@@ -108,7 +108,7 @@ class ExpertTracker:
         return proposal if proposal in admissible else "look"
 
     @contextmanager
-    def _private_random(self):  # noqa: ANN202 - a generator-based context manager
+    def _private_random(self) -> Iterator[None]:
         outer_state = random.getstate()
         random.setstate(self._random_state)
         try:
