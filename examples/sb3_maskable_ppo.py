@@ -56,6 +56,8 @@ class Args:
     """rollout length between PPO updates"""
     batch_size: int = 128
     """PPO minibatch size"""
+    n_epochs: int = 10
+    """PPO epochs per rollout"""
     learning_rate: float = 5e-4
     """Adam learning rate"""
     gamma: float = 0.99
@@ -179,6 +181,7 @@ def main(args: Args) -> dict[str, float]:
         policy_kwargs=policy_kwargs,
         n_steps=args.n_steps,
         batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
         learning_rate=args.learning_rate,
         gamma=args.gamma,
         ent_coef=args.ent_coef,
