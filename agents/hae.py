@@ -14,10 +14,12 @@ HAE gives each decision its own advantage:
   ``"paper"``: ``(q - beta) * (v_high - v_low)``.
 
 All equations follow ``/work/shared/specs/hiper-method.md`` §2.2 and §3 (the released estimator,
-whose pseudo-code is §2.6). The estimator is vectorised: flat per-turn rows are laid out on a
-time-major ``[max_turns, episodes]`` grid, streamed backwards in cache-sized blocks of turn
-positions, and every recursion is a reverse scan over turn positions (no loop over turns or
-episodes in Python). ``benchmarks/hae_speed.py`` times it against the spec's per-episode loop.
+whose pseudo-code is §2.6). The estimator is vectorised: the flat per-turn rows are taken in
+turn-major order (every episode's turn 0, then every turn 1, ...; the order a rollout loop
+appends them in, else sorted once), so the rows of one turn position are one contiguous block,
+and every recursion is a scan over the turn positions, each step vectorised over the episodes
+(no loop over turns or episodes in Python). ``benchmarks/hae_speed.py`` times it against the
+spec's per-episode loop.
 
 Example:
     >>> import numpy as np
@@ -229,52 +231,93 @@ def compute_hae(
             duplicate ``(episode_id, turn_index)`` pairs, a done flag before an episode's last
             row, or a missing or out-of-range ``beta`` in paper mode.
     """
+    _keep_temporaries_on_the_heap()
     cfg = config or HAEConfig()
-    paper = cfg.switch_advantage == "paper"
-    grid = _Grid.build(episode_id, turn_index)
-    n = grid.n_rows
-    columns = {
-        "r_env": _as_float(env_reward, "env_reward", n),
-        "v_low": _as_float(v_low, "v_low", n),
-        "v_high": _as_float(v_high, "v_high", n),
-        "v_term": np.zeros(n) if paper and v_term is None else _as_float(v_term, "v_term", n),
-        "done": _as_bool(done, "done", n),
-        "switch": _as_bool(is_switch, "is_switch", n),
-        "valid": _as_bool(format_valid, "format_valid", n),
-        "has_switch": _as_bool(has_switch_block, "has_switch_block", n),
-    }
-    if paper:
-        columns["beta"] = _as_probability(beta, n)
-    grid.check_done_only_at_end(columns["done"])
-    columns["has_subgoal"], columns["span_changed"] = _subgoal_flags(grid, subgoal_span, cfg)
-    vh_last_start = grid.last_segment_start_value(columns["v_high"], columns["switch"])
-    keep_penalty = _keep_penalty(grid.lengths, cfg)
+    gamma, paper = cfg.gamma, cfg.switch_advantage == "paper"
+    turns = _Turns.build(episode_id, turn_index)
+    n, sort = turns.n_rows, turns.sort
+    r_env = sort(_as_float(env_reward, "env_reward", n))
+    vl = sort(_as_float(v_low, "v_low", n))
+    vh = sort(_as_float(v_high, "v_high", n))
+    vt = np.zeros(n) if paper and v_term is None else sort(_as_float(v_term, "v_term", n))
+    done = sort(_as_bool(done, "done", n))
+    switch = sort(_as_bool(is_switch, "is_switch", n))
+    valid = sort(_as_bool(format_valid, "format_valid", n))
+    has_switch = sort(_as_bool(has_switch_block, "has_switch_block", n))
+    beta = sort(_as_probability(beta, n)) if paper else None
+    turns.check_done_only_at_end(done)
+    spans = sort(_as_spans(subgoal_span, n))
+    has_subgoal = spans.astype(bool)  # None and "" are False
 
-    # Stream the time-major grid backwards in blocks of turn positions (see _BLOCK_CELLS);
-    # ``later`` carries what a block needs from the turn after its last row.
-    # One output block (slot n takes the empty cells): a single large allocation is backed by
-    # huge pages, where eleven separate ones would each pay first-touch page faults.
-    names = [f.name for f in fields(HAEResult) if f.name != "segment_start"]
-    out = dict(zip(names, np.empty((len(names), n + 1)), strict=True))
-    out["segment_start"] = np.empty(n + 1, dtype=bool)
-    stats = {name: _RunningStats() for name in ("a_low", "a_high", "a_term")}
-    later = _LaterTurn.none(grid.n_episodes)
-    for first, stop in grid.reverse_blocks(_BLOCK_CELLS):
-        rows = grid.block_rows(first, stop)
-        block = {name: grid.gather(col, rows) for name, col in columns.items()}
-        block["live"] = (rows < n).reshape(stop - first, grid.n_episodes)
-        values, norm_sets, later = _hae_block(
-            block, later, first == 0, keep_penalty, vh_last_start, cfg
-        )
-        for name, cells in values.items():
-            out[name][rows] = cells.reshape(-1)
-        for name, members in norm_sets.items():
-            stats[name].add(values[name], members)
-    for name, running in stats.items():
-        (running if cfg.norm_adv else _RunningStats()).standardize(
-            out[name], out=out[f"{name}_norm"]
-        )
-    result = HAEResult(**{name: array[:n] for name, array in out.items()})
+    # Reward shaping (spec §3), in the released code's order: keep, invalid format, consistency.
+    # Masks multiply the penalties (``x * 1.0`` and ``x + 0.0`` are exact).
+    keep = ~switch
+    r = r_env + keep * _keep_penalty(turns.lengths, cfg)[turns.column]
+    r -= cfg.invalid_action_penalty_coef * ~valid
+    r += _inconsistent(spans, has_subgoal, keep, turns, cfg) * cfg.keep_consistency_penalty
+
+    # Segments: turn 0 and every SWITCH turn start one. ``nxt`` is the next turn's row.
+    start = switch.copy()
+    start[turns.blocks[0]] = True  # turn 0 always starts a segment
+    nxt, last, nd = turns.next_row, ~turns.has_next, 1.0 - done
+    start_next = start[nxt]
+    inside = turns.has_next & ~start_next  # the next turn is in the same segment
+    boundary = turns.has_next & start_next  # a segment end followed by another segment
+
+    # Vb, the high-level bootstrap after a segment's last turn (0 inside a segment): the next
+    # start's V_H; on a truncated episode (not done, no next segment) its last segment start's
+    # V_H when bootstrap_truncated, else 0; 0 after a done turn. The low level bootstraps from
+    # the next turn's V_L inside a segment, and at a segment end like Vb except that a truncated
+    # episode uses its last turn's own V_L.
+    vh_next = vh[nxt]
+    boot = boundary * vh_next
+    low_next = inside * vl[nxt] + boot
+    if cfg.bootstrap_truncated:
+        starts = np.flatnonzero(start)
+        last_start = np.zeros(len(turns.lengths), dtype=np.int64)  # per episode: the start
+        np.maximum.at(last_start, turns.column[starts], starts)  # in the latest turn
+        ends = np.flatnonzero(last)
+        low_next[ends] += vl[ends]
+        boot[ends] += vh[last_start[turns.column[ends]]]
+    boot *= nd
+    # Scanned together: A_low_t = delta_t + gamma lam_turn A_low_{t+1} inside a segment (not
+    # done there), reset at its end; G_t = r_t + gamma G_{t+1} inside a segment, and
+    # r_t + gamma Vb_k at its end.
+    increment, carry = np.empty((2, n)), np.empty((2, n))
+    np.subtract(r + gamma * nd * low_next, vl, out=increment[0])  # delta_t
+    np.add(r, gamma * boot, out=increment[1])
+    np.multiply(gamma * cfg.lam_turn, inside, out=carry[0])
+    np.multiply(gamma, inside, out=carry[1])
+    a_low, ret_term = turns.reverse_scan(increment, carry)
+    # At a segment start G_s = R~_k + gamma^d_k nd Vb_k, so delta^high_k = G_s - V_H(s).
+    # Y_t = gamma^(s'-t) A_high(s'), s' the first start at or after t, turns the SMDP recursion
+    # A_high_k = delta_k + gamma^d_k lam_seg A_high_{k+1} into a scan over turns. (nd of a
+    # segment end only matters for the episode's last segment, whose carry is 0 anyway.)
+    y = turns.reverse_scan(start * (ret_term - vh), gamma * (start * cfg.lam_seg + ~start))
+    if paper:
+        a_term = (switch - beta) * (vh - vl)  # the paper's centred switching gain
+    else:
+        a_term = ret_term - vt
+
+    # A_high and its norm are defined on segment starts only: 0 / 1 = 0 there, 0 / 0 = NaN off.
+    with np.errstate(invalid="ignore"):
+        off_start = np.divide(0.0, start)
+    norm = _standardize if cfg.norm_adv else lambda x, members=None: x.copy()
+    a_high = y + off_start
+    result = HAEResult(
+        shaped_reward=r,
+        segment_start=start,
+        a_low=a_low,
+        r_low=a_low + vl,
+        a_high=a_high,
+        r_high=a_high + vh,
+        a_term=a_term,
+        r_term=ret_term,
+        a_low_norm=norm(a_low),
+        a_high_norm=norm(y, start & has_subgoal) + off_start,
+        a_term_norm=norm(a_term, has_switch),
+    )
+    result = HAEResult(**{f.name: turns.unsort(getattr(result, f.name)) for f in fields(result)})
     like = _first_tensor(env_reward, v_low, v_high, v_term)
     return result if like is None else result.to_torch(like.device, _float_dtype(like))
 
@@ -318,23 +361,20 @@ def compute_gae(
     for name, x in (("gamma", gamma), ("lam", lam)):
         if not 0.0 <= x <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {x!r}")
-    grid = _Grid.build(episode_id, turn_index)
-    r = grid.pad(_as_float(reward, "reward", grid.n_rows), 0.0)
-    v = grid.pad(_as_float(value, "value", grid.n_rows), 0.0)
-    done_rows = _as_bool(done, "done", grid.n_rows)
-    grid.check_done_only_at_end(done_rows)
-    not_done = 1.0 - grid.pad(done_rows, False)
-    last = grid.live & ~_then(grid.live, False)
-    v_next = np.where(last, v if bootstrap_truncated else 0.0, _then(v, 0.0))
+    turns = _Turns.build(episode_id, turn_index)
+    r = turns.sort(_as_float(reward, "reward", turns.n_rows))
+    v = turns.sort(_as_float(value, "value", turns.n_rows))
+    done_rows = turns.sort(_as_bool(done, "done", turns.n_rows))
+    turns.check_done_only_at_end(done_rows)
+    not_done = 1.0 - done_rows
+    last = ~turns.has_next
+    v_next = np.where(last, v if bootstrap_truncated else 0.0, v[turns.next_row])
     delta = r + gamma * not_done * v_next - v
-    advantage = grid.unpad(_reverse_scan(delta, gamma * lam * not_done * ~last))
-    stats = _RunningStats()
-    if norm_adv:
-        stats.add(advantage, np.ones(len(advantage), dtype=bool))
+    advantage = turns.reverse_scan(delta, gamma * lam * not_done * turns.has_next)
     result = GAEResult(
-        advantage=advantage,
-        returns=advantage + grid.unpad(v),
-        advantage_norm=stats.standardize(advantage),
+        advantage=turns.unsort(advantage),
+        returns=turns.unsort(advantage + v),
+        advantage_norm=turns.unsort(_standardize(advantage) if norm_adv else advantage.copy()),
     )
     like = _first_tensor(reward, value)
     if like is None:
@@ -349,138 +389,45 @@ def compute_gae(
 
 
 # ----------------------------------------------------------------------------------------------
-# The estimator's steps. Arrays below are time-major blocks [k, E] of the grid: row t holds turn
-# t of every episode, so "the next turn" is the next row and a reverse scan walks up the rows.
+# The estimator's steps. Arrays below hold one value per turn in turn-major order (_Turns).
 # ----------------------------------------------------------------------------------------------
 
 
-_BLOCK_CELLS = 8192
-"""Grid cells per streamed block. Whole-batch temporaries of a few MB are fresh memory on every
-call, and first-touch page faults then cost more than the arithmetic; blocks of 64 KB stay on
-the malloc heap and in cache. A batch of <= 8192 cells (e.g. 128 x 50 turns) is one block."""
-
-
-def _subgoal_flags(grid: _Grid, subgoal_span: Any, cfg: HAEConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: ``has_subgoal``, and ``changed``: turn ``t >= 1`` whose span differs from ``t-1``'s.
+def _inconsistent(
+    spans: np.ndarray, has_subgoal: np.ndarray, keep: np.ndarray, turns: _Turns, cfg: HAEConfig
+) -> np.ndarray:
+    """KEEP turns ``t >= 1`` whose subgoal span differs from turn ``t - 1``'s (spec §3).
 
     As in the released code: with ``keep_consistency_requires_both`` both spans must exist and
-    differ; without it, a turn also counts when either span is missing.
+    differ; without it, a turn also counts when either span is missing. Spans are compared
+    (in Python, the slow part) only on the turns where the answer matters.
     """
-    spans = _as_spans(subgoal_span, grid.n_rows)
-    exists = spans.astype(bool)  # None and "" are False
-    previous, has_previous = grid.previous_row()
-    differs = np.not_equal(spans, spans[previous]).astype(bool)
-    if cfg.keep_consistency_requires_both:
-        changed = exists & exists[previous] & differs
-    else:
-        changed = ~exists | ~exists[previous] | differs
-    return exists, changed & has_previous
+    later, prev = turns.later_turns, turns.with_next  # turns t >= 1 and, in order, their t - 1
+    both = has_subgoal[later] & has_subgoal[prev]
+    keep_later = keep[later]
+    changed = np.zeros(len(spans), dtype=bool)
+    if not cfg.keep_consistency_requires_both:
+        changed[later] = keep_later & ~both
+    pairs = np.flatnonzero(keep_later & both)
+    changed[later][pairs] = spans[later][pairs] != spans[prev[pairs]]
+    return changed
 
 
-@dataclass
-class _LaterTurn:
-    """``[E]`` values of the turn right after a block (turn ``stop``), for every episode."""
-
-    live: np.ndarray
-    start: np.ndarray
-    v_low: np.ndarray
-    v_high: np.ndarray
-    scan: np.ndarray
-    """``[2, E]``: ``a_low`` and the term return ``G`` at that turn."""
-    y: np.ndarray
-    """High-level carry ``Y`` (see :func:`_hae_block`) at that turn."""
-
-    @classmethod
-    def none(cls, n_episodes: int) -> _LaterTurn:
-        no, zero = np.zeros(n_episodes, dtype=bool), np.zeros(n_episodes)
-        return cls(no, no, zero, zero, np.zeros((2, n_episodes)), zero)
+_HEAP_HINT_BYTES = 30 * 2**20
+"""Just below glibc's largest dynamic mmap threshold (32 MiB on 64-bit systems)."""
 
 
-def _hae_block(
-    b: dict[str, np.ndarray],
-    later: _LaterTurn,
-    holds_turn_zero: bool,
-    keep_penalty: np.ndarray,
-    vh_last_start: np.ndarray,
-    cfg: HAEConfig,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], _LaterTurn]:
-    """HAE (spec §2.2, §3) on a block of turn positions ``[k, E]``.
+def _keep_temporaries_on_the_heap() -> None:
+    """Let glibc's malloc serve the per-turn temporaries (1 MB per 100k turns) from its heap.
 
-    Returns the block's outputs, its normalization sets and the carry for the previous block.
-    Empty cells hold finite filler; every use of them is multiplied by a False mask.
+    malloc serves a request at or above its mmap threshold (128 KiB until a larger mmapped block
+    is freed) with fresh pages whose first touch faults, about 2 us per 4 KiB: at 100k turns
+    that costs more than the arithmetic (the benchmark's 4,096 x 50 batch ran 2.4x slower).
+    Freeing one untouched 30 MiB block (two system calls, no memory touched) raises the
+    threshold, and the amount of freed heap that malloc keeps for reuse (twice the threshold).
+    Elsewhere this is an ordinary allocation.
     """
-    gamma, live, switch, vl, vh = cfg.gamma, b["live"], b["switch"], b["v_low"], b["v_high"]
-    start = live & switch
-    if holds_turn_zero:
-        start[0] = live[0]  # turn 0 always starts a segment
-    live_next, start_next = _then(live, later.live), _then(start, later.start)
-    inside = live_next & ~start_next  # the next turn is in the same segment
-    has_next = live_next & start_next  # a segment end followed by another segment
-    last = live & ~live_next  # the episode's last turn
-    r = _shape_rewards(b, keep_penalty, cfg)
-    not_done = 1.0 - b["done"]
-
-    # After a segment's last turn: the next start's V_H; on a truncated episode (not done, no
-    # next segment) the last turn's own V_L (low level) and its segment start's V_H (high level
-    # and term) when bootstrap_truncated, else 0. Done turns multiply all of it by 0.
-    vh_next = _then(vh, later.v_high)
-    low_next = inside * _then(vl, later.v_low) + has_next * vh_next
-    boot = has_next * vh_next
-    if cfg.bootstrap_truncated:
-        low_next = low_next + last * vl
-        boot = boot + last * vh_last_start
-    boot = not_done * boot
-    delta_low = r + gamma * not_done * low_next - vl
-    # A_low_t = delta_t + gamma lam_turn nd A_low_{t+1}, reset at every segment end;
-    # G_t = r_t + gamma G_{t+1}, with G_{end+1} := the high-level bootstrap Vb_k.
-    low_and_term = _reverse_scan(
-        np.stack([delta_low, r + gamma * ~inside * boot], axis=1),
-        np.stack([gamma * cfg.lam_turn * not_done * inside, gamma * inside], axis=1),
-        later.scan,
-    )
-    a_low, ret_term = low_and_term[:, 0], low_and_term[:, 1]
-    # At a segment start G_s = R~_k + gamma^d_k nd Vb_k, so delta^high_k = G_s - V_H(s).
-    # Y_t = gamma^(s'-t) A_high(s'), s' the first start at or after t, turns the SMDP recursion
-    # A_high_k = delta_k + gamma^d_k lam_seg A_high_{k+1} into a scan over turns. (nd of a
-    # segment end only matters for the episode's last segment, whose carry is 0 anyway.)
-    y = _reverse_scan(start * (ret_term - vh), gamma * (start * cfg.lam_seg + ~start), later.y)
-    if cfg.switch_advantage == "paper":
-        a_term = (switch - b["beta"]) * (vh - vl)  # the paper's centred switching gain
-    else:
-        a_term = ret_term - b["v_term"]
-    a_high = np.where(start, y, np.nan)  # defined on segment starts only
-    values = {
-        "shaped_reward": r,
-        "segment_start": start,
-        "a_low": a_low,
-        "r_low": a_low + vl,
-        "a_high": a_high,
-        "r_high": a_high + vh,
-        "a_term": a_term,
-        "r_term": ret_term,
-    }
-    norm_sets = {
-        "a_low": live,
-        "a_high": start & b["has_subgoal"],
-        "a_term": live & b["has_switch"],
-    }
-    carry = _LaterTurn(live[0], start[0], vl[0], vh[0], low_and_term[0], y[0])
-    return values, norm_sets, carry
-
-
-def _shape_rewards(
-    b: dict[str, np.ndarray], keep_penalty: np.ndarray, cfg: HAEConfig
-) -> np.ndarray:
-    """Spec §3 shaping, in the released code's order: keep, invalid-format, consistency.
-
-    ``keep_penalty`` is the ``[E]`` per-episode KEEP penalty (:func:`_keep_penalty`). Masks
-    multiply the penalties (``x * 1.0`` and ``x + 0.0`` are exact), much faster than
-    ``np.where``; empty cells get filler rewards, never read.
-    """
-    keep = ~b["switch"]
-    r = b["r_env"] + keep * keep_penalty
-    r = r - cfg.invalid_action_penalty_coef * ~b["valid"]
-    return r + (keep & b["span_changed"]) * cfg.keep_consistency_penalty
+    np.empty(_HEAP_HINT_BYTES, dtype=np.uint8)
 
 
 def _keep_penalty(lengths: np.ndarray, cfg: HAEConfig) -> np.ndarray:
@@ -493,68 +440,26 @@ def _keep_penalty(lengths: np.ndarray, cfg: HAEConfig) -> np.ndarray:
     return np.where(lengths > 1, cfg.keep_penalty / np.maximum(lengths, 1), 0.0)
 
 
-class _RunningStats:
-    """Count, mean and population std over blocks (Chan et al.'s parallel combination)."""
+def _standardize(x: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
+    """``(x - mean) / (std + 1e-8)``, population mean and std over ``members`` (all if None).
 
-    def __init__(self) -> None:
-        self.count, self.mean, self.m2 = 0, 0.0, 0.0
-
-    def add(self, x: np.ndarray, members: np.ndarray) -> None:
-        values = x[members]
-        if values.size == 0:
-            return
-        block_mean = values.mean()
-        deviation = values - block_mean
-        total = self.count + values.size
-        delta = block_mean - self.mean
-        self.mean += delta * values.size / total
-        self.m2 += float(deviation @ deviation) + delta * delta * self.count * values.size / total
-        self.count = total
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.m2 / self.count)
-
-    def standardize(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``(x - mean) / (std + 1e-8)`` on every value (population std over the added members).
-
-        As in the released code, no members leaves ``x`` unchanged (copied), and a set of one
-        maps its member to 0.
-        """
-        out = np.empty_like(x) if out is None else out
-        if not self.count:
-            np.copyto(out, x)
-            return out
-        np.subtract(x, self.mean, out=out)
-        out /= self.std + NORM_EPS
-        return out
-
-
-def _then(block: np.ndarray, later: Any) -> np.ndarray:
-    """The next turn's value for every row: rows 1.., then ``later`` after the last row.
-
-    ``later`` is the carried next turn of a block (``[E]``) or a fill value.
+    As in the released code, no members leaves ``x`` unchanged (copied), and a set of one maps
+    its member to 0. Values outside the set are standardized with the members' statistics.
+    ``x`` must be finite (masks multiply it).
     """
-    out = np.empty_like(block)
-    out[:-1] = block[1:]
-    out[-1] = later
-    return out
+    count = len(x) if members is None else np.count_nonzero(members)
+    if not count:
+        return x.copy()
+    weight = None if members is None else members.astype(np.float64)
+    mean = _weighted_sum(x, weight) / count
+    deviation = x - mean
+    variance = _weighted_sum(np.square(deviation), weight) / count
+    deviation /= math.sqrt(variance) + NORM_EPS
+    return deviation
 
 
-def _reverse_scan(increment: np.ndarray, carry: np.ndarray, init: Any = 0.0) -> np.ndarray:
-    """``out[t] = increment[t] + carry[t] * out[t + 1]`` along axis 0, with ``out[T] = init``.
-
-    The module's only loop: over turn positions, each step vectorised over all episodes (and
-    over stacked recursions).
-    """
-    out = np.empty((increment.shape[0] + 1, *increment.shape[1:]))
-    out[-1] = init
-    later = out[-1]
-    for inc, mult, now in zip(increment[::-1], carry[::-1], out[-2::-1], strict=True):
-        np.multiply(mult, later, out=now)
-        now += inc
-        later = now
-    return out[:-1]
+def _weighted_sum(x: np.ndarray, weight: np.ndarray | None) -> float:
+    return float(x.sum() if weight is None else (x * weight).sum())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -563,36 +468,44 @@ def _reverse_scan(increment: np.ndarray, carry: np.ndarray, init: Any = 0.0) -> 
 
 
 @dataclass
-class _Grid:
-    """Maps flat input rows to cells of the time-major ``[T, E]`` grid and back.
+class _Turns:
+    """Rows sorted turn-major: every episode's turn 0 (by episode), then every turn 1, and so on.
 
-    Grid row t holds turn t of every episode, so the next turn is the next grid row.
+    Turn t of all episodes is one contiguous block, so a recursion over turns is a loop over
+    the ``max_turns`` blocks, each step vectorised over the episodes. A batch that arrives in this
+    order (as a rollout loop appends it) is used as is; any other order is sorted once.
     """
 
-    cell: np.ndarray
-    """Flat grid index ``rank * E + column`` of every input row (rank: turn order in episode)."""
-    cell_row: np.ndarray
-    """Inverse of ``cell``: the input row of every grid cell, ``n_rows`` for an empty cell."""
+    order: np.ndarray | None
+    """Input row of every sorted row; None when the input is already sorted."""
+    column: np.ndarray
+    """Episode (grid column) of every sorted row."""
+    rank: np.ndarray
+    """Position of the turn within its episode (0, 1, ...) of every sorted row."""
     lengths: np.ndarray
-    """Turns per grid column (episode), ``[E]``; compact integer ids may leave empty columns."""
+    """Turns per episode, ``[E]``; compact integer ids may leave empty episodes."""
     keys: np.ndarray
-    """Episode key of each grid column (for error messages)."""
+    """Episode key of each column (for error messages)."""
+    blocks: list[slice]
+    """Sorted rows of turn 0, turn 1, ..."""
+    has_next: np.ndarray
+    """The episode has a later turn."""
+    with_next: np.ndarray
+    """Rows that have a next turn; in this order, their next turns are the rows after turn 0."""
+    next_row: np.ndarray
+    """Sorted row of the episode's next turn (the row itself at its last turn)."""
 
     @property
     def n_rows(self) -> int:
-        return len(self.cell)
+        return len(self.rank)
 
     @property
-    def n_episodes(self) -> int:
-        return len(self.lengths)
-
-    @property
-    def live(self) -> np.ndarray:
-        """``[T, E]``: the cell holds a turn."""
-        return np.arange(self.cell_row.size // self.n_episodes)[:, None] < self.lengths
+    def later_turns(self) -> slice:
+        """The rows of turns 1, 2, ... (the rows of turn 0 come first)."""
+        return slice(self.blocks[0].stop, None)
 
     @classmethod
-    def build(cls, episode_id: Any, turn_index: Any) -> _Grid:
+    def build(cls, episode_id: Any, turn_index: Any) -> _Turns:
         keys = _to_numpy(episode_id)
         if keys.ndim != 1 or len(keys) == 0:
             raise ValueError(f"episode_id must be a non-empty 1-D sequence, got shape {keys.shape}")
@@ -601,73 +514,71 @@ class _Grid:
         column, column_keys = _episode_columns(keys)
         n_columns = len(column_keys)
         lengths = np.bincount(column, minlength=n_columns)
+        length = lengths[column]
         # Fast path: turn indices already run 0..len-1 in every episode, so they are the ranks
-        # (duplicates then collide in the grid and are caught below). Otherwise sort.
-        if turns.min() >= 0 and (turns < lengths[column]).all():
+        # (duplicates then collide below). Otherwise sort.
+        if turns.min() >= 0 and (turns < length).all():
             rank = turns
         else:
             rank = _turn_ranks(column, turns, lengths, column_keys)
-        cell = rank * n_columns + column
-        cell_row = np.full(int(lengths.max()) * n_columns, n_rows, dtype=np.int64)
-        cell_row[cell] = np.arange(n_rows)
-        if np.count_nonzero(cell_row < n_rows) != n_rows:
-            repeated = int(np.argmax(np.bincount(cell) > 1))
-            row = int(np.flatnonzero(cell == repeated)[0])
-            raise ValueError(
-                f"duplicate (episode_id, turn_index) pair ({_plain(keys[row])!r}, "
-                f"{int(turns[row])}); de-duplicate repeated or padded turns first"
-            )
-        return cls(cell, cell_row, lengths, column_keys)
+        cell = rank * n_columns + column  # position in a time-major [max_turns, E] grid
+        order = None
+        if not (cell[1:] > cell[:-1]).all():
+            order = np.argsort(cell)
+            cell, rank, column, length = cell[order], rank[order], column[order], length[order]
+            repeated = cell[1:] == cell[:-1]
+            if repeated.any():
+                k = int(np.argmax(repeated))
+                raise ValueError(
+                    f"duplicate (episode_id, turn_index) pair ({_plain(column_keys[column[k]])!r}, "
+                    f"{int(rank[k])}); de-duplicate repeated or padded turns first"
+                )
+        bounds = np.searchsorted(rank, np.arange(int(rank[-1]) + 2))
+        # The rows of turn t that have a next turn are, in the same order, the rows of turn
+        # t + 1, so the k-th row with a next turn belongs with the k-th row after turn 0.
+        has_next = rank < length - 1
+        with_next = np.flatnonzero(has_next)
+        next_row = np.arange(n_rows)
+        next_row[with_next] = np.arange(bounds[1], n_rows)
+        blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return cls(order, column, rank, lengths, column_keys, blocks, has_next, with_next, next_row)
 
-    def pad(self, rows: np.ndarray, fill: Any) -> np.ndarray:
-        """Scatter ``[N]`` rows (input order) onto the whole grid; empty cells get ``fill``."""
-        out = np.full(self.cell_row.size, fill, dtype=rows.dtype)
-        out[self.cell] = rows
-        return out.reshape(-1, self.n_episodes)
+    def sort(self, rows: np.ndarray) -> np.ndarray:
+        """An ``[N]`` array in input order, in turn-major order."""
+        return rows if self.order is None else rows[self.order]
 
-    def unpad(self, cells: np.ndarray) -> np.ndarray:
-        """Gather the whole grid back to ``[N]`` rows in input order."""
-        return np.take(cells.reshape(-1), self.cell)
+    def unsort(self, rows: np.ndarray) -> np.ndarray:
+        """An ``[N]`` array in turn-major order, back in input order."""
+        if self.order is None:
+            return rows
+        out = np.empty_like(rows)
+        out[self.order] = rows
+        return out
 
-    def previous_row(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's previous turn: its input row (the row itself for a first turn) and a flag."""
-        has_previous = self.cell >= self.n_episodes
-        earlier = self.cell_row[np.where(has_previous, self.cell - self.n_episodes, self.cell)]
-        return earlier, has_previous
+    def reverse_scan(self, increment: np.ndarray, carry: np.ndarray) -> np.ndarray:
+        """``out[t] = increment[t] + carry[t] * out[t + 1]`` backwards over each episode's turns.
 
-    def reverse_blocks(self, max_cells: int) -> list[tuple[int, int]]:
-        """Turn ranges ``[first, stop)`` of about ``max_cells`` cells, the last turns first."""
-        n_turns = self.cell_row.size // self.n_episodes
-        per_block = max(1, max_cells // self.n_episodes)
-        stops = range(n_turns, 0, -per_block)
-        return [(max(0, stop - per_block), stop) for stop in stops]
-
-    def block_rows(self, first: int, stop: int) -> np.ndarray:
-        """Input row of every cell of turns ``[first, stop)`` (``n_rows`` when empty)."""
-        return self.cell_row[first * self.n_episodes : stop * self.n_episodes]
-
-    def gather(self, rows_array: np.ndarray, block_rows: np.ndarray) -> np.ndarray:
-        """``[k, E]`` block of a per-row array; empty cells get a finite filler (a real row)."""
-        return np.take(rows_array, block_rows, mode="clip").reshape(-1, self.n_episodes)
-
-    def last_segment_start_value(self, v_high: np.ndarray, switch: np.ndarray) -> np.ndarray:
-        """``[E]``: ``v_high`` at each episode's last segment start (truncation bootstrap)."""
-        starts = np.zeros(self.cell_row.size, dtype=bool)
-        starts[self.cell[switch | (self.cell < self.n_episodes)]] = True
-        from_the_end = np.argmax(starts.reshape(-1, self.n_episodes)[::-1], axis=0)
-        last_start = len(starts) // self.n_episodes - 1 - from_the_end
-        start_rows = self.cell_row[last_start * self.n_episodes + np.arange(self.n_episodes)]
-        return np.take(v_high, start_rows, mode="clip")
+        The module's only loop: over turn positions, last first, each step vectorised over all
+        episodes (and over stacked recursions: it works along the last axis, ``[k, N]``).
+        ``out`` after an episode's last turn is 0: there ``next_row`` points at the row itself,
+        which still holds the 0 that ``out`` starts with.
+        """
+        out = np.zeros(increment.shape)
+        for rows in reversed(self.blocks):
+            now = out[..., rows]
+            np.multiply(carry[..., rows], out.take(self.next_row[rows], axis=-1), out=now)
+            now += increment[..., rows]
+        return out
 
     def check_done_only_at_end(self, done: np.ndarray) -> None:
-        """Raise if a row (input order) is done but its episode has later turns."""
-        rank, column = np.divmod(self.cell, self.n_episodes)
-        early = done & (rank < self.lengths[column] - 1)
+        """Raise if a (sorted) row is done but its episode has later turns."""
+        early = done & self.has_next
         if early.any():
             row = int(np.argmax(early))
             raise ValueError(
-                f"episode {_plain(self.keys[column[row]])!r} is done at its turn #{rank[row]} but "
-                f"has later turns; keep only the active turns (up to and including the first done)"
+                f"episode {_plain(self.keys[self.column[row]])!r} is done at its turn "
+                f"#{self.rank[row]} but has later turns; keep only the active turns (up to and "
+                f"including the first done)"
             )
 
 
@@ -681,7 +592,7 @@ def _episode_columns(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = keys.astype(np.int64, copy=False)
         low, high = int(ids.min()), int(ids.max())
         if high - low < 2 * len(ids) + 64:
-            return ids - low, np.arange(low, high + 1)
+            return (ids - low if low else ids), np.arange(low, high + 1)
     try:
         column_keys, column = np.unique(keys, return_inverse=True)
     except TypeError as err:

@@ -517,15 +517,23 @@ def test_equals_the_spec_pseudocode_on_random_batches(
     )
 
 
-@pytest.mark.parametrize("block_cells", [1, 3, 8])
-def test_streaming_in_small_blocks_changes_nothing(monkeypatch, block_cells):
-    rows = REFERENCE.random_batch(n_episodes=7, max_turns=12, seed=block_cells, shuffle=True)
-    whole = compute_hae(**rows)
-    monkeypatch.setattr(hae_module, "_BLOCK_CELLS", block_cells)
-    streamed = compute_hae(**rows)
+@pytest.mark.parametrize("order", ["episode_major", "reversed", "shuffled"])
+def test_rows_in_rollout_order_and_in_any_other_order_give_identical_results(order):
+    """Rows in rollout (turn-major) order are used as they are; any other order is sorted first."""
+    rows = REFERENCE.random_batch(n_episodes=7, max_turns=12, seed=3)  # turn-major
+    n = len(rows["episode_id"])
+    permutation = {
+        "episode_major": np.lexsort((rows["turn_index"], rows["episode_id"])),
+        "reversed": np.arange(n)[::-1],
+        "shuffled": np.random.default_rng(0).permutation(n),
+    }[order]
+    permuted = {key: value[permutation] for key, value in rows.items()}
+    assert hae_module._Turns.build(rows["episode_id"], rows["turn_index"]).order is None
+    assert hae_module._Turns.build(permuted["episode_id"], permuted["turn_index"]).order is not None
+    as_is, sorted_first = compute_hae(**rows), compute_hae(**permuted)
     for name in HAEResult.__dataclass_fields__:
-        np.testing.assert_allclose(
-            getattr(streamed, name), getattr(whole, name), rtol=1e-12, atol=1e-12, err_msg=name
+        np.testing.assert_array_equal(
+            getattr(sorted_first, name), getattr(as_is, name)[permutation], err_msg=name
         )
 
 
