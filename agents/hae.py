@@ -259,7 +259,7 @@ def compute_hae(
     # Segments: turn 0 and every SWITCH turn start one. ``nxt`` is the next turn's row.
     start = switch.copy()
     start[turns.blocks[0]] = True  # turn 0 always starts a segment
-    nxt, last, nd = turns.next_row, ~turns.has_next, 1.0 - done
+    nxt, nd = turns.next_row, 1.0 - done
     start_next = start[nxt]
     inside = turns.has_next & ~start_next  # the next turn is in the same segment
     boundary = turns.has_next & start_next  # a segment end followed by another segment
@@ -276,7 +276,7 @@ def compute_hae(
         starts = np.flatnonzero(start)
         last_start = np.zeros(len(turns.lengths), dtype=np.int64)  # per episode: the start
         np.maximum.at(last_start, turns.column[starts], starts)  # in the latest turn
-        ends = np.flatnonzero(last)
+        ends = turns.last_rows
         low_next[ends] += vl[ends]
         boot[ends] += vh[last_start[turns.column[ends]]]
     boot *= nd
@@ -494,6 +494,8 @@ class _Turns:
     """Rows that have a next turn; in this order, their next turns are the rows after turn 0."""
     next_row: np.ndarray
     """Sorted row of the episode's next turn (the row itself at its last turn)."""
+    last_rows: np.ndarray
+    """Rows of every episode's last turn."""
 
     @property
     def n_rows(self) -> int:
@@ -541,7 +543,19 @@ class _Turns:
         next_row = np.arange(n_rows)
         next_row[with_next] = np.arange(bounds[1], n_rows)
         blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        return cls(order, column, rank, lengths, column_keys, blocks, has_next, with_next, next_row)
+        last_rows = np.flatnonzero(~has_next)
+        return cls(
+            order,
+            column,
+            rank,
+            lengths,
+            column_keys,
+            blocks,
+            has_next,
+            with_next,
+            next_row,
+            last_rows,
+        )
 
     def sort(self, rows: np.ndarray) -> np.ndarray:
         """An ``[N]`` array in input order, in turn-major order."""
@@ -561,9 +575,10 @@ class _Turns:
         The module's only loop: over turn positions, last first, each step vectorised over all
         episodes (and over stacked recursions: it works along the last axis, ``[k, N]``).
         ``out`` after an episode's last turn is 0: there ``next_row`` points at the row itself,
-        which still holds the 0 that ``out`` starts with.
+        whose slot is set to 0 before the loop.
         """
-        out = np.zeros(increment.shape)
+        out = np.empty(increment.shape)
+        out[..., self.last_rows] = 0.0
         for rows in reversed(self.blocks):
             now = out[..., rows]
             np.multiply(carry[..., rows], out.take(self.next_row[rows], axis=-1), out=now)
