@@ -13,13 +13,23 @@ The ids are also reachable without the import through ``gym.make("hiper_gym:HiPE
 from __future__ import annotations
 
 import gymnasium as gym
+from gymnasium.envs.registration import WrapperSpec
 
 __version__ = "0.1.0"
 
-ENV_IDS: tuple[str, ...] = (
-    "HiPER-ALFWorld-v0",
-    "HiPER-WebShop-v0",
-    "HiPER-WebShopBrowser-v0",
+#: id -> (entry point, step limit)
+_ENVS: dict[str, tuple[str, int]] = {
+    "HiPER-ALFWorld-v0": ("hiper_gym.alfworld.env:ALFWorldEnv", 50),
+    "HiPER-WebShop-v0": ("hiper_gym.webshop.text_env:WebShopTextEnv", 15),
+    "HiPER-WebShopBrowser-v0": ("hiper_gym.webshop.browser_env:WebShopBrowserEnv", 15),
+}
+
+#: Outermost wrapper of every ``gym.make``: stepping an ended episode (won, bought or cut off by
+#: ``TimeLimit``) raises ``EpisodeEndedError`` instead of silently playing on.
+_EPISODE_GUARD = WrapperSpec(
+    name="EpisodeGuard",
+    entry_point="hiper_gym.wrappers.episode_guard:EpisodeGuard",
+    kwargs={},
 )
 
 
@@ -28,25 +38,16 @@ def register_envs() -> None:
 
     Entry points are strings, so registering imports neither the ALFWorld engine nor Selenium.
     """
-    registry = gym.envs.registry
-    if "HiPER-ALFWorld-v0" not in registry:
-        gym.register(
-            id="HiPER-ALFWorld-v0",
-            entry_point="hiper_gym.alfworld.env:ALFWorldEnv",
-            max_episode_steps=50,
-        )
-    if "HiPER-WebShop-v0" not in registry:
-        gym.register(
-            id="HiPER-WebShop-v0",
-            entry_point="hiper_gym.webshop.text_env:WebShopTextEnv",
-            max_episode_steps=15,
-        )
-    if "HiPER-WebShopBrowser-v0" not in registry:
-        gym.register(
-            id="HiPER-WebShopBrowser-v0",
-            entry_point="hiper_gym.webshop.browser_env:WebShopBrowserEnv",
-            max_episode_steps=15,
-        )
+    for env_id, (entry_point, max_episode_steps) in _ENVS.items():
+        if env_id not in gym.envs.registry:
+            gym.register(
+                id=env_id,
+                entry_point=entry_point,
+                max_episode_steps=max_episode_steps,
+                additional_wrappers=(_EPISODE_GUARD,),
+            )
 
+
+ENV_IDS: tuple[str, ...] = tuple(_ENVS)
 
 register_envs()

@@ -11,6 +11,7 @@ Gymnasium env), and nothing here imports :mod:`hiper_gym.agents`; the learners i
   :class:`FollowPlan` and :func:`plan_to_subgoals` build an oracle from an expert plan.
 * :class:`DiscreteCommands` and :class:`EncodeText`: ``Discrete(K_max)`` with ``action_masks()``
   and ``Box`` observations for sb3-contrib's ``MaskablePPO``.
+* :class:`EpisodeGuard`: stepping an ended episode raises (the suite's envs are made with it).
 * :func:`make_group_vec` and :func:`group_seeds`: groups of copies that share a game (GRPO/GiGPO).
 
 Example:
@@ -23,6 +24,7 @@ Example:
 
 from .discrete_commands import DiscreteCommands
 from .encode_text import EncodeText
+from .episode_guard import EpisodeEndedError, EpisodeGuard
 from .groups import group_seeds, make_group_vec
 from .options import STOP_REASONS, FollowPlan, Options, plan_to_subgoals
 from .parsing import (
@@ -53,6 +55,8 @@ __all__ = [
     "Block",
     "DiscreteCommands",
     "EncodeText",
+    "EpisodeEndedError",
+    "EpisodeGuard",
     "FollowPlan",
     "HashingBagOfWords",
     "Options",
