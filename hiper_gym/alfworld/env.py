@@ -185,7 +185,8 @@ class ALFWorldEnv(gym.Env[str, str]):
 
         Raises:
             RuntimeError: Before the first ``reset`` or after the game was won. (The step limit
-                belongs to the ``TimeLimit`` wrapper, which does not stop further steps.)
+                belongs to ``TimeLimit``; the ``EpisodeGuard`` that ``gym.make`` puts outermost
+                raises on a step after the truncation.)
             TypeError: When ``action`` is not a string.
         """
         if self._engine is None or self._episode_over:
