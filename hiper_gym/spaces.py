@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,9 @@ from gymnasium.vector.utils import read_from_shared_memory
 TEXT_CHARSET: str = string.printable + "".join(
     chr(code) for code in range(0xA0, 0x10000) if not 0xD800 <= code <= 0xDFFF
 )
+
+#: Any character outside ``TEXT_CHARSET`` (C0/C1 controls, surrogates, beyond the BMP).
+_OUTSIDE_TEXT_CHARSET = re.compile("[^\t\n\x0b\x0c\r\x20-\x7e\xa0-\ud7ff\ue000-\uffff]")
 
 #: Default upper bound on observation and action lengths, in characters.
 DEFAULT_MAX_TEXT_LENGTH = 8192
@@ -40,6 +44,21 @@ def text_space(
         (True, True)
     """
     return SharedMemoryText(max_length, min_length=0, charset=TEXT_CHARSET, seed=seed)
+
+
+def to_text_charset(text: str) -> str:
+    r"""Replace every character outside ``TEXT_CHARSET`` with U+FFFD, so ``text`` fits the space.
+
+    Real data holds such characters (emoji in product titles, stray control codes); an env puts
+    its observations through this so they stay inside its observation space.
+
+    Example:
+        >>> to_text_charset("tea \U0001F375 cup\x00")
+        'tea \ufffd cup\ufffd'
+    """
+    if _OUTSIDE_TEXT_CHARSET.search(text) is None:
+        return text
+    return _OUTSIDE_TEXT_CHARSET.sub("\ufffd", text)
 
 
 class SharedMemoryText(spaces.Text):

@@ -39,7 +39,7 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from hiper_gym.webshop import text_env
+from hiper_gym.spaces import to_text_charset
 from hiper_gym.webshop.render import BUTTON, LABEL, LINK, SEP
 from hiper_gym.webshop.server import LocalServer, create_app
 from hiper_gym.webshop.shop import parse_action
@@ -357,7 +357,7 @@ class WebShopBrowserEnv(WebShopTextEnv):
             observation = SEP.join(text.strip() for text, _ in nodes)
         else:
             observation = _rich_observation(nodes, page_state)
-        observation = text_env._OUTSIDE_CHARSET.sub("\ufffd", observation)
+        observation = to_text_charset(observation)
         self._observation = observation[: self.max_observation_length]
         return self._observation
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from hiper_gym.spaces import text_space
+from hiper_gym.spaces import text_space, to_text_charset
 from hiper_gym.webshop.goals import DEFAULT_GOAL_SEED
 from hiper_gym.webshop.render import OBSERVATION_MODES, render_text
 from hiper_gym.webshop.shop import ShopSession, WebShop
@@ -18,8 +17,6 @@ from hiper_gym.webshop.shop import ShopSession, WebShop
 SEARCH_TEMPLATE = "search[<your query>]"
 DEFAULT_MAX_OBSERVATION_LENGTH = 65536
 MAX_ACTION_LENGTH = 8192
-#: Characters outside ``hiper_gym.spaces.TEXT_CHARSET`` (controls, C1, surrogates, beyond the BMP).
-_OUTSIDE_CHARSET = re.compile("[^\t\n\x0b\x0c\r\x20-\x7e\xa0-\ud7ff\ue000-\uffff]")
 RESET_OPTION_KEYS = ("goal_index",)
 
 
@@ -129,9 +126,8 @@ class WebShopTextEnv(gym.Env[str, str]):
 
     # ----------------------------------------------------------------- helpers
     def _observe(self) -> str:
-        text = render_text(self.session.state, self.observation_mode)
-        if _OUTSIDE_CHARSET.search(text):
-            text = _OUTSIDE_CHARSET.sub("\ufffd", text)  # e.g. emoji in real product text
+        # Real product text holds emoji and control codes that the observation space excludes.
+        text = to_text_charset(render_text(self.session.state, self.observation_mode))
         self._observation = text[: self.max_observation_length]
         return self._observation
 
