@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -95,11 +97,35 @@ def test_sb3_and_gymnasium_checkers_pass_on_alfworld(alfworld, checked_env, simi
 def test_maskable_ppo_example_smoke_run():
     args = [
         "--total-timesteps", "128", "--n-steps", "64", "--batch-size", "32",
-        "--eval-episodes", "1", "--max-commands", "48", "--encoder-dim", "32",
+        "--eval-episodes", "1", "--max-commands", "48", "--encoder-dim", "32", "--n-envs", "1",
     ]  # fmt: skip
     out = subprocess.run(
         [sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "uniform random (masked): success" in out.stdout
-    assert "MaskablePPO after 128 steps: success" in out.stdout
+    assert "MaskablePPO after 128 steps (sampled): success" in out.stdout
+    assert "95% CI" in out.stdout
+
+
+def test_maskable_ppo_example_command_features(monkeypatch):
+    spec = importlib.util.spec_from_file_location("sb3_maskable_ppo_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, example)  # dataclasses look their module up
+    spec.loader.exec_module(example)
+    names = example.FEATURE_NAMES
+
+    def features(command, issued=(), previous=""):
+        values = example.command_features(
+            command, {"apple", "countertop", "heat"}, "you see a apple 1.", Counter(issued),
+            previous, 0.5,
+        )  # fmt: skip
+        return {name for name, value in zip(names, values, strict=True) if value}
+
+    assert features("take apple 1 from countertop 2") == {
+        "verb_take", "object_in_task", "receptacle_in_task", "object_in_observation",
+        "turn_fraction",
+    }  # fmt: skip
+    assert "verb_called_for_by_task" in features("heat apple 1 with microwave 1")
+    looped = features("go to shelf 1", issued=["go to shelf 1"], previous="go to shelf 1")
+    assert {"issued_before", "times_issued", "is_previous_command"} <= looped
