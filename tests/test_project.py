@@ -54,3 +54,17 @@ def test_cli_lists_envs_and_rejects_unknown_commands() -> None:
     )
     assert unknown.returncode == 2
     assert "unknown command 'frobnicate'" in unknown.stderr
+
+
+def test_readme_python_examples_run() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 3
+    ran = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "True 1.0" in ran.stdout  # the expert-following loop won its game
