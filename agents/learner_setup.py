@@ -42,14 +42,25 @@ COMPACT_TEMPLATE = PromptTemplate(
     ),
 )
 
-PROMPT_STYLES: tuple[str, ...] = ("paper", "compact")
+#: ``--prompt-style minimal``: the compact prompt without the admissible-actions list. Under
+#: constrained decoding the trie already restricts the action to admissible commands, and the
+#: list is most of a prompt's tokens: shorter prompts make every forward and the update faster.
+MINIMAL_TEMPLATE = PromptTemplate(
+    with_history=(
+        "Task: {task}\nStep {current_step}.\n{history}\nObservation: {observation}\n"
+        "Subgoal: {current_subgoal}"
+    ),
+    without_history="Task: {task}\nObservation: {observation}\nSubgoal: {current_subgoal}",
+)
+
+PROMPT_STYLES: tuple[str, ...] = ("paper", "compact", "minimal")
 
 
 def prompt_template(prompt_style: str) -> PromptTemplate | None:
     """The template of a ``--prompt-style`` (``None``: the wrappers' default, the paper's)."""
     if prompt_style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt style {prompt_style!r}; expected one of {PROMPT_STYLES}")
-    return COMPACT_TEMPLATE if prompt_style == "compact" else None
+    return {"compact": COMPACT_TEMPLATE, "minimal": MINIMAL_TEMPLATE}.get(prompt_style)
 
 
 def make_envs(
