@@ -19,6 +19,25 @@ def sample_dir() -> Path:
     return SAMPLE_DIR
 
 
+def _purchase_actions(goal: dict, detours: tuple[str, ...] = ()) -> list[str]:
+    """Search the goal product's name, open it, take the detours, pick the goal's options, buy."""
+    options = goal["goal_options"]
+    values = options.values() if isinstance(options, dict) else options
+    return [
+        f"search[{goal['name']}]",
+        f"click[{goal['asin'].lower()}]",
+        *detours,
+        *(f"click[{value}]" for value in values),
+        "click[buy now]",
+    ]
+
+
+@pytest.fixture(scope="session")
+def purchase_actions():
+    """``purchase_actions(goal, detours=())``: the actions that buy a goal's own product."""
+    return _purchase_actions
+
+
 @pytest.fixture(scope="session")
 def sample_shop(sample_dir):
     from hiper_gym.webshop.shop import WebShop

@@ -91,26 +91,15 @@ def test_random_episodes_match_in_text_rich_mode(shop):
     assert {"results", "item"} <= counts["pages"]
 
 
-def test_oracle_episodes_on_the_real_sample_match(sample_shop):
+def test_oracle_episodes_on_the_real_sample_match(sample_shop, purchase_actions):
     """Real Amazon text (odd characters, long descriptions, real options) through both envs."""
     text_env = WebShopTextEnv(shop=sample_shop, split="all")
     browser_env = WebShopBrowserEnv(shop=sample_shop, split="all")
     rewards = []
     try:
         for goal_index in (0, 7, 42, 99):
-            goal = sample_shop.goals[goal_index]
-            options = goal["goal_options"]
-            values = list(options.values()) if isinstance(options, dict) else list(options)
-            actions = [
-                f"search[{goal['name']}]",
-                f"click[{goal['asin'].lower()}]",
-                "click[features]",
-                "click[< prev]",
-                "click[description]",
-                "click[< prev]",
-                *(f"click[{value}]" for value in values),
-                "click[buy now]",
-            ]
+            detours = ("click[features]", "click[< prev]", "click[description]", "click[< prev]")
+            actions = purchase_actions(sample_shop.goals[goal_index], detours)
             reset_options = {"goal_index": goal_index}
             expected_reset = text_env.reset(options=reset_options)
             assert browser_env.reset(options=reset_options) == expected_reset
