@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
 from hiper_gym.wrappers import FollowPlan, Options, plan_to_subgoals
 
-UP, RIGHT, DOWN, LEFT = range(4)
-COLUMNS = 12  # CliffWalking is 4 x 12; the start is (3, 0), the goal (3, 11)
-
-
-def walk_towards(target: int, obs: int, info: dict) -> int:
-    """A low-level policy for CliffWalking: go to the target cell, vertical moves first."""
-    (row, col), (target_row, target_col) = divmod(obs, COLUMNS), divmod(target, COLUMNS)
-    if row != target_row:
-        return UP if target_row < row else DOWN
-    return RIGHT if target_col > col else LEFT
-
-
-def reached(target: int, obs: int, info: dict) -> bool:
-    return obs == target
+# The example's low-level policy ("walk to the target cell") and termination ("arrived").
+_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "options_cliffwalking.py"
+_SPEC = importlib.util.spec_from_file_location("options_cliffwalking", _EXAMPLE)
+cliffwalking = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(cliffwalking)
+UP, COLUMNS = cliffwalking.UP, cliffwalking.COLUMNS  # CliffWalking is 4 x 12
+walk_towards, reached = cliffwalking.walk_towards, cliffwalking.reached
 
 
 def cliff_options(**kwargs) -> Options:
