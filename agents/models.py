@@ -113,10 +113,7 @@ def load_actor(
     gradient_checkpointing: bool = False,
 ) -> PreTrainedModel:
     """The policy LM: random weights from ``config`` for config-only names, else pretrained."""
-    if model in CONFIG_ONLY_MODELS:
-        actor = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    else:
-        actor = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+    actor = _instantiate(AutoModelForCausalLM, model, config, dtype)
     return _finish(actor, device, gradient_checkpointing)
 
 
@@ -131,12 +128,22 @@ def load_token_critic(
     """A separate critic LM with a 3-output token head (the authors' critic, §2.2)."""
     config = config.__class__.from_dict(config.to_dict())
     config.num_labels = NUM_VALUE_HEADS  # from_config(num_labels=...) raises in transformers 5
-    if model in CONFIG_ONLY_MODELS:
-        critic = AutoModelForTokenClassification.from_config(config, dtype=dtype)
-    else:
-        critic = AutoModelForTokenClassification.from_pretrained(model, config=config, dtype=dtype)
+    critic = _instantiate(AutoModelForTokenClassification, model, config, dtype)
     critic.config.pad_token_id = config.pad_token_id
     return _finish(critic, device, gradient_checkpointing)
+
+
+def _instantiate(
+    auto_class: type, model: str, config: PretrainedConfig, dtype: torch.dtype
+) -> PreTrainedModel:
+    """``auto_class`` from ``config`` (random weights) or pretrained from ``model``.
+
+    Config-only names get random weights; anything else loads pretrained weights with
+    ``config``, which carries e.g. the critic's ``num_labels`` and the pad token.
+    """
+    if model in CONFIG_ONLY_MODELS:
+        return auto_class.from_config(config, dtype=dtype)
+    return auto_class.from_pretrained(model, config=config, dtype=dtype)
 
 
 class SharedValueHead(nn.Module):
