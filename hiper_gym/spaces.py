@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gymnasium import spaces
@@ -72,7 +72,11 @@ class SharedMemoryText(spaces.Text):
 
 
 class _SharedTextView(Sequence[str]):
-    """The strings in an ``AsyncVectorEnv`` shared buffer, decoded on access (like a numpy view)."""
+    """The strings in an ``AsyncVectorEnv`` shared buffer, decoded on access (like a numpy view).
+
+    Every access reads the whole buffer (``n`` strings) through Gymnasium's own reader, so
+    iterate (one read) or take ``tuple(view)`` rather than index it in a loop.
+    """
 
     def __init__(self, space: spaces.Text, shared_memory: Any, n: int) -> None:
         self._space, self._shared_memory, self._n = space, shared_memory, n
@@ -83,6 +87,9 @@ class _SharedTextView(Sequence[str]):
 
     def __getitem__(self, index: Any) -> Any:
         return self._decode()[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decode())
 
     def __len__(self) -> int:
         return self._n
