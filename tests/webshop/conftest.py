@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,22 @@ def _purchase_actions(goal: dict, detours: tuple[str, ...] = ()) -> list[str]:
 def purchase_actions():
     """``purchase_actions(goal, detours=())``: the actions that buy a goal's own product."""
     return _purchase_actions
+
+
+@pytest.fixture
+def human_goal_data(sample_dir, tmp_path) -> tuple[Path, dict]:
+    """A data folder: the real sample plus ``items_human_ins.json`` for one real record.
+
+    Returns the folder and the record (a product with its human ``instructions``).
+    """
+    documents = [json.loads(line) for line in (sample_dir / "documents_100.jsonl").open()]
+    record = next(d["product"] for d in documents if "instructions" in d["product"])
+    (tmp_path / "items_human_ins.json").write_text(
+        json.dumps({record["asin"]: record["instructions"]})
+    )
+    for name in ("items_shuffle_100.json", "items_ins_v2_1000.json"):
+        (tmp_path / name).symlink_to(sample_dir / name)
+    return tmp_path, record
 
 
 @pytest.fixture(scope="session")

@@ -157,15 +157,9 @@ def test_weights_favour_rare_attributes():
     assert goal["weight"] == pytest.approx(expected)
 
 
-def test_human_goals_from_the_real_record(sample_dir, tmp_path):
-    documents = [json.loads(line) for line in (sample_dir / "documents_100.jsonl").open()]
-    record = next(d["product"] for d in documents if "instructions" in d["product"])
-    (tmp_path / "items_human_ins.json").write_text(
-        json.dumps({record["asin"]: record["instructions"]})
-    )
-    for name in ("items_shuffle_100.json", "items_ins_v2_1000.json"):
-        (tmp_path / name).symlink_to(sample_dir / name)
-    goal_set = build_goals(load_catalogue(tmp_path), "human")
+def test_human_goals_from_the_real_record(sample_dir, human_goal_data):
+    data_dir, record = human_goal_data
+    goal_set = build_goals(load_catalogue(data_dir), "human")
     kept = [r for r in record["instructions"] if r["instruction_attributes"]]
     assert len(goal_set.goals) == len(kept) > 0
     goal = goal_set.goals[0]

@@ -180,17 +180,9 @@ def test_emoji_are_replaced_to_stay_in_the_observation_space(sample_shop):
     assert "\ufffd" in obs and env.observation_space.contains(obs)
 
 
-def test_human_goal_episode(sample_dir, tmp_path):
-    import json
-
-    documents = [json.loads(line) for line in (sample_dir / "documents_100.jsonl").open()]
-    record = next(d["product"] for d in documents if "instructions" in d["product"])
-    (tmp_path / "items_human_ins.json").write_text(
-        json.dumps({record["asin"]: record["instructions"]})
-    )
-    for name in ("items_shuffle_100.json", "items_ins_v2_1000.json"):
-        (tmp_path / name).symlink_to(sample_dir / name)
-    env = WebShopTextEnv(data_dir=tmp_path, goal_source="human", split="all")
+def test_human_goal_episode(human_goal_data):
+    data_dir, record = human_goal_data
+    env = WebShopTextEnv(data_dir=data_dir, goal_source="human", split="all")
     obs, info = env.reset(seed=0)
     assert info["task"].startswith("i am looking for a gluten free, 100% vegan plant based protein")
     assert not info["task"].startswith(record["instructions"][0]["instruction"])  # "." stripped
