@@ -5,9 +5,10 @@ The grammar of one response, token by token::
     <switch> (KEEP | SWITCH) </switch> <subgoal> SUBGOAL </subgoal> <action> COMMAND </action> EOS
 
 * ``SUBGOAL`` after SWITCH is free text: 1 to ``max_subgoal_tokens`` tokens, none of them special
-  or containing ``<``. After KEEP it is forced to be the current subgoal, copied token for token:
-  the prompt demands a verbatim copy, KEEP subgoal tokens get no gradient (§2.3), and forcing them
-  costs the policy nothing.
+  or containing ``<``. After KEEP it is forced to repeat the previous turn's subgoal block
+  character for character (its raw text, leading space included, re-encoded): the prompt demands a
+  verbatim copy, KEEP subgoal tokens get no gradient (§2.3), forcing them costs the policy
+  nothing, and an exact copy never draws the consistency penalty (§3), which compares the spans.
 * ``COMMAND`` is one of the row's admissible commands, walked in a token trie.
 
 Every tag is a token sequence, so the grammar works with single-token tags (the word-level
@@ -114,7 +115,7 @@ class ResponseGrammar:
         ]
 
     def encode_subgoal(self, subgoal: str) -> list[int]:
-        """Token ids of a subgoal to copy on KEEP, without the closing tag."""
+        """Token ids of a subgoal text to copy on KEEP, without the closing tag."""
         return list(self.tokenizer.encode(subgoal, add_special_tokens=False))
 
     def max_response_tokens(self, command_lengths: Sequence[int], copy_length: int) -> int:
@@ -137,17 +138,19 @@ class ResponseState:
     Args:
         grammar: The shared grammar.
         commands: The row's admissible commands this turn (at least one).
-        current_subgoal: The subgoal a KEEP must copy; ``None`` lets KEEP write freely.
+        keep_copy: The text a KEEP repeats between the subgoal tags: the previous turn's raw
+            subgoal text (``response[inner_start:inner_end]``, unstripped); ``None`` lets KEEP
+            write freely.
     """
 
     def __init__(
-        self, grammar: ResponseGrammar, commands: Sequence[str], current_subgoal: str | None
+        self, grammar: ResponseGrammar, commands: Sequence[str], keep_copy: str | None
     ) -> None:
         if not commands:
             raise ValueError("constrained decoding needs at least one admissible command")
         self.grammar = grammar
         self.command_sequences = grammar.encode_commands(commands)
-        self.copy = grammar.encode_subgoal(current_subgoal) if current_subgoal else None
+        self.copy = grammar.encode_subgoal(keep_copy) if keep_copy else None
         self.phase = "forced"
         self.forced: list[int] = list(grammar.switch_open)
         self.after_forced = "switch"
@@ -252,7 +255,7 @@ class PlanExecuteLogitsProcessor(LogitsProcessor):
 def allowed_token_masks(
     grammar: ResponseGrammar,
     commands: Sequence[str],
-    current_subgoal: str | None,
+    keep_copy: str | None,
     response_ids: Sequence[int],
 ) -> torch.Tensor:
     """Replay a sampled response: bool ``[len(response_ids), vocab]`` of the allowed tokens.
@@ -260,7 +263,7 @@ def allowed_token_masks(
     Raises:
         ValueError: If the response leaves the grammar (it was not sampled under it).
     """
-    state = ResponseState(grammar, commands, current_subgoal)
+    state = ResponseState(grammar, commands, keep_copy)
     masks = torch.zeros(len(response_ids), grammar.vocab_size, dtype=torch.bool)
     for position, token in enumerate(response_ids):
         masks[position] = state.mask()

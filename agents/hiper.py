@@ -461,7 +461,7 @@ def make_batch(learner: Learner, turns: Sequence[Turn]) -> TurnBatch:
     if learner.grammar is not None:
         allowed = [
             allowed_token_masks(
-                learner.grammar, turn.admissible_commands, turn.current_subgoal, turn.response_ids
+                learner.grammar, turn.admissible_commands, turn.keep_copy, turn.response_ids
             )
             for turn in turns
         ]

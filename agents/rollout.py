@@ -44,6 +44,8 @@ class Turn:
         response_text: The response decoded with special tokens skipped (what the env got).
         admissible_commands: The commands offered this turn (constrained decoding replays them).
         current_subgoal: The subgoal in force before the turn (``None`` at turn 0).
+        keep_copy: What a KEEP repeats under constrained decoding: the previous turn's raw
+            subgoal text between the tags (``None`` at turn 0 or after a turn without one).
         switch_mask: Response tokens of ``<switch>...</switch>``.
         subgoal_mask: Response tokens of ``<subgoal>...</subgoal>``.
         action_mask: Response tokens of ``<action>...</action>``, or all of them when missing.
@@ -68,6 +70,7 @@ class Turn:
     response_text: str
     admissible_commands: list[str]
     current_subgoal: str | None
+    keep_copy: str | None
     switch_mask: np.ndarray
     subgoal_mask: np.ndarray
     action_mask: np.ndarray
@@ -204,6 +207,7 @@ class _EpisodeState:
     prompt: str
     info: dict[str, Any]
     subgoal: str | None = None
+    keep_copy: str | None = None
     turns: list[Turn] = field(default_factory=list)
     finished: bool = False
 
@@ -290,7 +294,7 @@ def collect_rollout(
             commands = list(state.info.get("admissible_commands", []))
             prompts.append(chat_prompt_ids(tokenizer, state.prompt, max_prompt_tokens))
             if grammar is not None:
-                decoding_states.append(ResponseState(grammar, commands, state.subgoal))
+                decoding_states.append(ResponseState(grammar, commands, state.keep_copy))
         times.bookkeeping += time.perf_counter() - clock
 
         clock = time.perf_counter()
@@ -326,6 +330,7 @@ def collect_rollout(
             state.turns.append(turn)
             state.prompt, state.info = prompt, info
             state.subgoal = info.get("subgoal", state.subgoal)
+            state.keep_copy = _inner_subgoal(turn.subgoal_span)
             state.finished = turn.last
 
     turns = [turn for state in states for turn in state.turns]
@@ -360,6 +365,7 @@ def _make_turn(
         response_text=text,
         admissible_commands=commands,
         current_subgoal=state.subgoal,
+        keep_copy=state.keep_copy,
         switch_mask=layout.switch_mask,
         subgoal_mask=layout.subgoal_mask,
         action_mask=layout.action_mask,
@@ -369,6 +375,13 @@ def _make_turn(
         subgoal_span=subgoal_span,
         format_valid=parsed.format_valid,
     )
+
+
+def _inner_subgoal(subgoal_span: str | None) -> str | None:
+    """The raw text between the tags of a ``<subgoal>...</subgoal>`` span (None if no span)."""
+    if subgoal_span is None:
+        return None
+    return subgoal_span.removeprefix("<subgoal>").removesuffix("</subgoal>")
 
 
 def _episode_stats(state: _EpisodeState) -> EpisodeStats:

@@ -99,6 +99,26 @@ def test_first_minibatch_has_ratio_one_and_zero_kl():
     assert losses.kl_k3(log_probs, log_probs).abs().max() == 0
 
 
+def test_constrained_keep_turns_repeat_the_subgoal_span_exactly():
+    """A KEEP under constrained decoding copies the last span: no consistency penalty, ever."""
+    args = dataclasses.replace(
+        hiper.tiny_cpu_preset(), num_envs=6, max_turns=8, tensorboard=False, seed=3
+    )
+    turns = hiper.run_rollout(hiper.build_learner(args)).turns
+    keep_pairs = [
+        (before, after)
+        for before, after in zip(turns, turns[1:], strict=False)
+        if after.episode_id == before.episode_id and not after.is_switch
+    ]
+    switches = [turn for turn in turns if turn.is_switch]
+    assert keep_pairs and switches  # both kinds of turn were sampled
+    assert all(after.subgoal_span == before.subgoal_span for before, after in keep_pairs)
+    assert any(turn.subgoal_span.startswith("<subgoal> ") for turn in switches)  # spaced words
+    shaped = hiper.run_hae(args, turns, torch.zeros(len(turns), 3)).shaped_reward
+    # a KEEP costs keep_penalty / T > -0.3 here; a changed KEEP span would cost another -0.3
+    assert shaped.min() > args.keep_consistency_penalty
+
+
 def test_resumed_run_makes_the_same_next_update(tmp_path):
     common = [*TINY, "--output-dir", str(tmp_path), "--checkpoint-every", "1", "--no-tensorboard"]
     assert hiper.main(["--num-iterations", "2", *common, "--run-name", "straight"]) == 0
