@@ -886,6 +886,8 @@ METRIC_COLUMNS = [
     "losses/value_loss",
     "losses/pg_clipfrac",
     "losses/ppo_kl",
+    "losses/actor_grad_norm",
+    "losses/critic_grad_norm",
     "losses/vf_loss_low",
     "losses/vf_loss_high",
     "losses/vf_loss_term",
