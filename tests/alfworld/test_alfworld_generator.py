@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from hiper_gym.alfworld.data import EMBEDDED_GAMES_DIR, TASK_TYPES, index_games, read_game
-from hiper_gym.alfworld.generator import ROOMS, draw_scene, problem_pddl, solve
+from hiper_gym.alfworld.generator import (
+    RECEPTACLE_COUNT,
+    ROOMS,
+    draw_scene,
+    problem_pddl,
+    solve,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED = index_games(EMBEDDED_GAMES_DIR, "train") + index_games(EMBEDDED_GAMES_DIR, "valid_seen")
@@ -67,8 +74,8 @@ def test_rooms_are_small_and_varied() -> None:
     rooms = set()
     for game_file in EMBEDDED:
         problem = json.loads(game_file.read_text())["pddl_problem"]
-        receptacles = problem.count(" - receptacle")
-        assert 6 <= receptacles <= 12, game_file
+        declared = re.findall(r"^\s+\w+ - receptacle$", problem, flags=re.MULTILINE)
+        assert len(declared) in RECEPTACLE_COUNT, game_file
         assert len(problem) < 8000  # the scene itself is a few KB
         rooms.add(game_file.parts[-3].rsplit("-", 1)[1].split("_")[0])
     assert rooms == {room.name for room in ROOMS}
