@@ -226,29 +226,30 @@ def tiny_cpu_preset() -> Args:
     * ``learning_rate=critic_learning_rate=2e-3`` (authors 1e-6 / 1e-5): a random-init model does
       not move at 1e-6. ``kl_coef=0``: a KL to a random reference only slows learning.
     * ``num_envs=32``, ``max_turns=40``, ``minibatch_size=64``, ``micro_batch_size=32``
-      (authors 128, 50, 256, 16): a uniform-random policy wins ~1.4% of the embedded games in 20
-      turns and ~3% in 40, so 40 turns give more wins to learn from; with env steps under 1 ms,
-      32 episodes x 40 turns (1,280 turns) take about 13 s per iteration on one idle core.
+      (authors 128, 50, 256, 16): about 10 s an iteration on one core.
     * ``prompt_style="minimal"`` (task, step, history, observation, subgoal; no admissible-actions
       list), ``max_prompt_tokens=512``, ``max_response_tokens=64``: constrained decoding already
-      restricts actions to admissible commands, and the list was most of each prompt's tokens;
-      the shorter prompt made iterations ~1.4x faster under the same load.
+      restricts actions to admissible commands, and the list was most of each prompt's tokens.
     * ``constrained_decoding=True`` (off in the paper), ``max_subgoal_tokens=4``: a random
       model never writes the three blocks by itself.
-    * ``num_iterations=90`` (about 20 minutes), ``eval_split="train"`` (success on the training
-      games), ``eval_every=0`` (one evaluation at the end, 36 episodes), ``checkpoint_every=10``.
+    * ``reward_scale=1`` (authors 10): advantages are standardized, so the scale only sizes the
+      value loss; at 10 the shared head's value gradients (norm 2-4) dominated the clipped
+      gradient of the shared backbone and the policy barely moved.
+    * ``bootstrap_truncated=False`` (authors True for ALFWorld): the episode really ends at the
+      turn limit, and bootstrapping a truncated episode from its own last value let every
+      value drift down with the shaping penalties (to about -7 in 40 iterations).
+    * ``keep_penalty=0`` (authors -0.3): a random model's subgoals are noise words; the penalty
+      drove it to SWITCH on every turn, which rewrote the prompt's subgoal with new noise each
+      turn, and success fell back to the random policy's. (Under constrained decoding a KEEP
+      copies the subgoal exactly, so the consistency penalty never fires.)
+    * ``eval_temperature=1.0`` (authors 0.4): the tiny policy sees two turns of history, and at
+      0.4 it repeats loops (one run: 22% at 0.4 against 35% at 1.0 on the same games).
+    * ``num_iterations=120`` (about 20 minutes on one core), ``eval_split="train"`` (success on
+      the training games), ``eval_every=0`` (one evaluation at the end, 72 episodes),
+      ``checkpoint_every=10``.
 
-    Measured: this preset does not yet learn the embedded games. Seed 1, 62 iterations (1,984
-    episodes, 22 minutes on 2 shared cores): training success 0-19% per iteration, rising to a
-    5-iteration mean of 12% at 10 minutes, then back to 2% over the last 10 iterations, about the
-    random policy's 3%; seed 2, 37 iterations (11 minutes): 0-9%, 0% over the last 10.
-
-    * ``constrained_decoding=True`` (off in the paper), ``max_subgoal_tokens=4``: a random
-      model never writes the three blocks by itself.
-    * ``num_iterations=100``, ``eval_split="train"`` (success on the training games),
-      ``eval_every=0`` (one evaluation at the end, 36 episodes), ``checkpoint_every=10``.
-
-    Everything else (HAE, clipping, entropy, temperatures, history length) is the authors'.
+    Everything else (HAE lambdas and gamma, clipping, entropy, temperatures, history length) is
+    the authors'. Measured learning: README, "Training HiPER".
     """
     return dataclasses.replace(
         Args(),
@@ -265,7 +266,10 @@ def tiny_cpu_preset() -> Args:
         max_response_tokens=64,
         constrained_decoding=True,
         max_subgoal_tokens=4,
-        num_iterations=90,
+        reward_scale=1.0,
+        bootstrap_truncated=False,
+        keep_penalty=0.0,
+        num_iterations=120,
         learning_rate=2e-3,
         critic_learning_rate=2e-3,
         update_epochs=1,
@@ -275,8 +279,9 @@ def tiny_cpu_preset() -> Args:
         kl_coef=0.0,
         tiny_hidden_size=64,
         tiny_intermediate_size=256,
+        eval_temperature=1.0,
         eval_every=0,
-        eval_episodes=36,
+        eval_episodes=72,
         checkpoint_every=10,
     )
 
