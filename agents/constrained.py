@@ -22,12 +22,14 @@ Forced tokens then have probability 1 and contribute neither gradient nor KL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 KEEP, SWITCH = "KEEP", "SWITCH"
+_COMMAND_CACHE_LIMIT = 100_000  # encoded commands kept by a ResponseGrammar
+_TRIE_CACHE_LIMIT = 4_096  # action tries kept by a ResponseGrammar (a few KB each)
 _LEAF = -1  # trie key marking the end of an alternative; its value is the alternative's index
 
 Trie = dict[int, "Trie | int"]
@@ -60,6 +62,12 @@ class ResponseGrammar:
     free_allowed: torch.Tensor  # bool [vocab]: tokens allowed inside a free subgoal
     vocab_size: int
     max_subgoal_tokens: int
+    # Admissible sets recur turn after turn (and every turn is replayed for the update), so
+    # command encodings and action tries are cached; both caches are dropped when they fill.
+    _command_ids: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
+    _action_tries: dict[tuple[str, ...], Trie] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def from_tokenizer(
@@ -108,11 +116,26 @@ class ResponseGrammar:
 
     def encode_commands(self, commands: Sequence[str]) -> list[list[int]]:
         """Token sequences of the admissible commands, each followed by ``</action>`` EOS."""
-        unique = list(dict.fromkeys(commands))
-        return [
-            list(self.tokenizer.encode(command, add_special_tokens=False)) + self.action_close
-            for command in unique
-        ]
+        if len(self._command_ids) > _COMMAND_CACHE_LIMIT:
+            self._command_ids.clear()
+        encoded = []
+        for command in dict.fromkeys(commands):
+            ids = self._command_ids.get(command)
+            if ids is None:
+                ids = list(self.tokenizer.encode(command, add_special_tokens=False))
+                self._command_ids[command] = ids
+            encoded.append(ids + self.action_close)
+        return encoded
+
+    def action_trie(self, commands: Sequence[str]) -> Trie:
+        """The token trie of the commands' sequences (:meth:`encode_commands`); read-only."""
+        key = tuple(commands)
+        trie = self._action_tries.get(key)
+        if trie is None:
+            if len(self._action_tries) > _TRIE_CACHE_LIMIT:
+                self._action_tries.clear()
+            trie = self._action_tries[key] = build_trie(self.encode_commands(key))
+        return trie
 
     def encode_subgoal(self, subgoal: str) -> list[int]:
         """Token ids of a subgoal text to copy on KEEP, without the closing tag."""
@@ -149,7 +172,7 @@ class ResponseState:
         if not commands:
             raise ValueError("constrained decoding needs at least one admissible command")
         self.grammar = grammar
-        self.command_sequences = grammar.encode_commands(commands)
+        self.commands = tuple(commands)
         self.copy = grammar.encode_subgoal(keep_copy) if keep_copy else None
         self.phase = "forced"
         self.forced: list[int] = list(grammar.switch_open)
@@ -173,7 +196,7 @@ class ResponseState:
             if not self.forced:
                 self._enter("action")
         elif phase == "action":
-            self.phase, self.node = "trie", build_trie(self.command_sequences)
+            self.phase, self.node = "trie", grammar.action_trie(self.commands)
             self.after_trie = "done"
         elif phase == "done":
             self.phase = "done"

@@ -233,14 +233,20 @@ def make_plan_execute_env(
 
 
 def chat_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, prompt_text: str, max_prompt_tokens: int
-) -> list[int]:
-    """One user message through the chat template, keeping the last ``max_prompt_tokens``."""
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt_text}], tokenize=False, add_generation_prompt=True
-    )
-    ids = list(tokenizer.encode(text, add_special_tokens=False))
-    return ids[-max_prompt_tokens:]
+    tokenizer: PreTrainedTokenizerBase, prompt_texts: Sequence[str], max_prompt_tokens: int
+) -> list[list[int]]:
+    """Token ids of each prompt sent as one user message through the chat template.
+
+    Each keeps its last ``max_prompt_tokens`` tokens; the texts are tokenized in one batch call.
+    """
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+        for text in prompt_texts
+    ]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [list(ids[-max_prompt_tokens:]) for ids in encoded]
 
 
 def collect_rollout(
@@ -288,13 +294,12 @@ def collect_rollout(
         if not running:
             break
         clock = time.perf_counter()
-        prompts, decoding_states = [], []
-        for i in running:
-            state = states[i]
-            commands = list(state.info.get("admissible_commands", []))
-            prompts.append(chat_prompt_ids(tokenizer, state.prompt, max_prompt_tokens))
-            if grammar is not None:
-                decoding_states.append(ResponseState(grammar, commands, state.keep_copy))
+        prompts = chat_prompt_ids(tokenizer, [states[i].prompt for i in running], max_prompt_tokens)
+        decoding_states = []
+        if grammar is not None:
+            for i in running:
+                commands = list(states[i].info.get("admissible_commands", []))
+                decoding_states.append(ResponseState(grammar, commands, states[i].keep_copy))
         times.bookkeeping += time.perf_counter() - clock
 
         clock = time.perf_counter()
