@@ -875,6 +875,9 @@ def restore_learner(learner: Learner, state: dict[str, Any]) -> None:
 # Main
 # ---------------------------------------------------------------------------------------------
 
+FINAL_EVAL_FILE = "final_eval.json"
+"""Success per task type (with 95% intervals) of the evaluation after the last iteration."""
+
 METRIC_COLUMNS = [
     "iteration",
     "episodes",
@@ -1005,6 +1008,7 @@ def train_loop(learner: Learner, logger: RunLogger, run_dir: Path) -> int:
             progress.close()
     final = run_evaluation(learner)
     print(success_summary(final, title=f"final evaluation ({args.eval_split or 'default'} split)"))
+    (run_dir / FINAL_EVAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     save(learner, checkpoint_root, rng_at_start, run_dir)
     plot_learning_curve(run_dir / "metrics.csv", run_dir / CURVE_FILE, title=run_dir.name)
     print(f"done: {run_dir}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import signal
 import subprocess
 import sys
@@ -40,6 +41,8 @@ def test_train_cli_two_iterations_on_alfworld_then_eval(tmp_path):
     assert (run_dir / "learning_curve.png").stat().st_size > 0
     assert any((run_dir / "tensorboard").iterdir())
     assert (run_dir / "checkpoints" / "latest").read_text() == "iter_000002"
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    assert final["episodes"] == 2 and 0.0 <= final["success"] <= 1.0  # TINY: 2 eval episodes
 
     evaluation = run_cli(
         "eval", "--checkpoint", str(run_dir), "--episodes", "2", "--max-turns", "2"
