@@ -7,6 +7,7 @@ baselines, so a checkpoint is rebuilt exactly as it was trained.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,10 @@ def build_models(
         lora_config = LoraConfig(
             r=lora_rank, lora_alpha=lora_alpha, target_modules="all-linear", lora_dropout=0.0
         )
-        actor = get_peft_model(actor, lora_config)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated ``is_gradient_checkpointing``; not ours to fix
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            actor = get_peft_model(actor, lora_config)
     if critic == "shared":
         value_head = SharedValueHead(config.hidden_size).to(device)
         return Models(actor=actor, critic=None, value_head=value_head, reference=reference)
