@@ -141,19 +141,6 @@ class ResponseGrammar:
         """Token ids of a subgoal text to copy on KEEP, without the closing tag."""
         return list(self.tokenizer.encode(subgoal, add_special_tokens=False))
 
-    def max_response_tokens(self, command_lengths: Sequence[int], copy_length: int) -> int:
-        """An upper bound on the response length this grammar can produce."""
-        longest_switch = max(len(choice) for choice in self.switch_choices)
-        subgoal = max(self.max_subgoal_tokens, copy_length)
-        return (
-            len(self.switch_open)
-            + longest_switch
-            + subgoal
-            + len(self.subgoal_close)
-            + max(command_lengths, default=0)
-            + 1
-        )
-
 
 class ResponseState:
     """Where one row is in the grammar; :meth:`allowed` then :meth:`advance`, token by token.
@@ -161,8 +148,8 @@ class ResponseState:
     Args:
         grammar: The shared grammar.
         commands: The row's admissible commands this turn (at least one).
-        keep_copy: The text a KEEP repeats between the subgoal tags: the previous turn's raw
-            subgoal text (``response[inner_start:inner_end]``, unstripped); ``None`` lets KEEP
+        keep_copy: The text a KEEP repeats between the subgoal tags: the previous turn's
+            ``<subgoal>...</subgoal>`` span without its tags, unstripped; ``None`` lets KEEP
             write freely.
     """
 
