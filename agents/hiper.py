@@ -768,8 +768,6 @@ def train_iteration(learner: Learner, defer_interrupts: DeferredInterrupt) -> di
     # 2. OLD / REFERENCE LOG-PROBS AND VALUES
     scored = score_turns(learner, turns)
     values = torch.stack(scored["values"])
-    for turn, value in zip(turns, values.tolist(), strict=True):
-        turn.values = tuple(value)
     scored_done = time.perf_counter()
 
     # 3. HIERARCHICAL ADVANTAGE ESTIMATION

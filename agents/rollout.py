@@ -9,8 +9,8 @@ environment. Finished environments neither generate nor step.
 
 Each turn becomes a :class:`Turn`: the training sample of §4 (prompt ids, response ids), its block
 masks (the parser's character spans mapped onto the response tokens), the low-value read-out
-index, and the environment's reward and flags. Values and log-probs are filled in afterwards by
-batched forwards (:mod:`hiper_gym.agents.policy`), as the authors do.
+index, and the environment's reward and flags. Values and log-probs are computed afterwards by
+batched forwards over all turns (:mod:`hiper_gym.agents.policy`), as the authors do.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from hiper_gym.agents.constrained import ResponseGrammar, ResponseState
 from hiper_gym.agents.policy import sample_responses
 from hiper_gym.wrappers import ParsedResponse, PlanExecute, parse_response
@@ -59,7 +58,6 @@ class Turn:
         won: The episode was won at this turn.
         done: The episode terminated at this turn (not set on truncation).
         last: This is the episode's last turn (terminated or truncated).
-        values: ``(v_low, v_high, v_term)``, filled after the rollout.
     """
 
     episode_id: int
@@ -83,7 +81,6 @@ class Turn:
     won: bool = False
     done: bool = False
     last: bool = False
-    values: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def response_token_offsets(
@@ -400,8 +397,3 @@ def _episode_stats(state: _EpisodeState) -> EpisodeStats:
         segments=sum(turn.is_switch for turn in turns[1:]) + (1 if turns else 0),
         game=str(state.info.get("gamefile", "")),
     )
-
-
-def stack_values(turns: Sequence[Turn]) -> torch.Tensor:
-    """``[N, 3]`` (low, high, term) values of the turns."""
-    return torch.tensor([turn.values for turn in turns], dtype=torch.float32)
