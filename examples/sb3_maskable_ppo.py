@@ -16,7 +16,7 @@ single small network that scores each command from its features and similarities
 what is learned about one command slot, or one game, carries over to every slot and game. The
 value head reads a hashed summary of the task, observation and history.
 
-Run (CPU, 8-13 minutes on 2 shared cores)::
+Run (CPU, about 2 minutes on 2 cores)::
 
     python examples/sb3_maskable_ppo.py                # 24,576 steps, 2 envs, 200 eval episodes
     python examples/sb3_maskable_ppo.py --seed 1
@@ -24,35 +24,35 @@ Run (CPU, 8-13 minutes on 2 shared cores)::
 It prints the random masked policy's success, the training success every 4 rollouts, and the
 trained policy's success, sampled and greedy, each with a 95 % Wilson interval.
 
-Measured, 25 Nov 2026, with the defaults (36 embedded train games, 50-step limit; the policies are
-evaluated on the same training games, on the same 200 evaluation episodes, seeds 10000-10199;
-24,576 training steps in 2 ``SubprocVecEnv`` envs; 2 CPU cores shared with other developers'
-jobs, load average 3-5):
+Measured, 25 Nov 2026, with the defaults (the 36 embedded train games of 3-5 receptacles, 50-step
+limit; the policies are evaluated on the same training games, on the same 200 evaluation
+episodes, seeds 10000-10199; 24,576 training steps in 2 ``SubprocVecEnv`` envs; 2 CPU cores):
 
     ====  ==================================  ======================  =======================
     seed  policy                              success (95 % Wilson)   wall time
     ====  ==================================  ======================  =======================
-    0     uniform random over the admissible  0.035 (7/200,           8.3 min in all
-          commands (masked)                   0.017-0.070)            (training 5.5 min)
-    0     MaskablePPO, sampled actions        0.300 (60/200,
-                                              0.241-0.367)
-    0     MaskablePPO, greedy actions         0.110 (22/200,
-                                              0.074-0.161)
-    1     uniform random over the admissible  0.010 (2/200,           12.6 min in all
-          commands (masked)                   0.003-0.036)            (training 9.5 min)
-    1     MaskablePPO, sampled actions        0.295 (59/200,
-                                              0.236-0.362)
-    1     MaskablePPO, greedy actions         0.530 (106/200,
-                                              0.461-0.598)
+    0     uniform random over the admissible  0.165 (33/200,          1.8 min in all
+          commands (masked)                   0.120-0.223)            (training 1.3 min)
+    0     MaskablePPO, sampled actions        0.655 (131/200,
+                                              0.587-0.717)
+    0     MaskablePPO, greedy actions         0.570 (114/200,
+                                              0.501-0.637)
+    1     uniform random over the admissible  0.140 (28/200,          1.3 min in all
+          commands (masked)                   0.099-0.195)            (training 0.8 min)
+    1     MaskablePPO, sampled actions        0.715 (143/200,
+                                              0.649-0.773)
+    1     MaskablePPO, greedy actions         0.435 (87/200,
+                                              0.368-0.504)
     ====  ==================================  ======================  =======================
 
 Both seeds beat random with intervals far apart (random differs between the rows only in its own
-draws). Training success (the last 100 training episodes) rose from about 0.05 in the first 6k
-steps to 0.21 (seed 0) and 0.29 (seed 1) at 24,576 steps, so longer runs should do better still
-(not measured). The sampled policy is the steady number (0.30, 0.295); the greedy one swings with
-the seed (0.11, 0.53; a deterministic policy can cycle between states it scores alike, but the
-episodes were not inspected). Everything is seeded; runs were not checked to repeat bit for bit.
-Before :class:`CommandFeatures` (hashed vectors and similarities only, 8,192 steps, one env, other
+draws). Training success (the last 100 training episodes) rose from about 0.05 in the first 8k
+steps to 0.56 (seed 0) and 0.69 (seed 1) at 24,576 steps. The sampled policy is the steadier
+number; the greedy one swings with the seed (a deterministic policy can cycle between states it
+scores alike, but the episodes were not inspected). On the earlier, larger embedded rooms (6-10
+receptacles) the same settings reached 0.30 and 0.295 sampled against random's 0.035 and 0.010.
+Everything is seeded; runs were not checked to repeat bit for bit. Before
+:class:`CommandFeatures` (hashed vectors and similarities only, 8,192 steps, one env, other
 settings), MaskablePPO did not beat random: 0/50 against random's 1/50 in every variant tried.
 """
 
