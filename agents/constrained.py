@@ -28,7 +28,7 @@ import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 KEEP, SWITCH = "KEEP", "SWITCH"
-_COMMAND_CACHE_LIMIT = 100_000  # encoded commands kept by a ResponseGrammar
+_TEXT_CACHE_LIMIT = 100_000  # encoded commands and subgoals kept by a ResponseGrammar
 _TRIE_CACHE_LIMIT = 4_096  # action tries kept by a ResponseGrammar (a few KB each)
 _LEAF = -1  # trie key marking the end of an alternative; its value is the alternative's index
 
@@ -62,9 +62,9 @@ class ResponseGrammar:
     free_allowed: torch.Tensor  # bool [vocab]: tokens allowed inside a free subgoal
     vocab_size: int
     max_subgoal_tokens: int
-    # Admissible sets recur turn after turn (and every turn is replayed for the update), so
-    # command encodings and action tries are cached; both caches are dropped when they fill.
-    _command_ids: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
+    # Admissible sets and kept subgoals recur turn after turn (and every turn is replayed for the
+    # update), so text encodings and action tries are cached; both caches are dropped when full.
+    _text_ids: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
     _action_tries: dict[tuple[str, ...], Trie] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -116,16 +116,7 @@ class ResponseGrammar:
 
     def encode_commands(self, commands: Sequence[str]) -> list[list[int]]:
         """Token sequences of the admissible commands, each followed by ``</action>`` EOS."""
-        if len(self._command_ids) > _COMMAND_CACHE_LIMIT:
-            self._command_ids.clear()
-        encoded = []
-        for command in dict.fromkeys(commands):
-            ids = self._command_ids.get(command)
-            if ids is None:
-                ids = list(self.tokenizer.encode(command, add_special_tokens=False))
-                self._command_ids[command] = ids
-            encoded.append(ids + self.action_close)
-        return encoded
+        return [self._encode(command) + self.action_close for command in dict.fromkeys(commands)]
 
     def action_trie(self, commands: Sequence[str]) -> Trie:
         """The token trie of the commands' sequences (:meth:`encode_commands`); read-only."""
@@ -139,7 +130,16 @@ class ResponseGrammar:
 
     def encode_subgoal(self, subgoal: str) -> list[int]:
         """Token ids of a subgoal text to copy on KEEP, without the closing tag."""
-        return list(self.tokenizer.encode(subgoal, add_special_tokens=False))
+        return list(self._encode(subgoal))
+
+    def _encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (cached; do not modify the list)."""
+        ids = self._text_ids.get(text)
+        if ids is None:
+            if len(self._text_ids) > _TEXT_CACHE_LIMIT:
+                self._text_ids.clear()
+            ids = self._text_ids[text] = list(self.tokenizer.encode(text, add_special_tokens=False))
+        return ids
 
 
 class ResponseState:
@@ -215,6 +215,24 @@ class ResponseState:
         if self.free_count >= 1:
             mask[close] = True
         return mask
+
+    def forced_tail(self, token: int) -> list[int] | None:
+        """The tokens that must follow ``token`` through EOS, or ``None`` while one is a choice.
+
+        Forced tokens are sampled with probability 1, so a caller knows the whole response as
+        soon as this is not ``None`` (``[]`` when ``token`` was the EOS). Looked up in the action
+        trie only, without consuming ``token``: every earlier phase still has the action ahead.
+        """
+        if self.phase != "trie" or self.after_trie != "done":
+            return None
+        node = self.node.get(token)
+        tail: list[int] = []
+        while isinstance(node, dict) and _LEAF not in node:
+            if len(node) != 1:
+                return None
+            ((token, node),) = node.items()
+            tail.append(token)
+        return tail
 
     def advance(self, token: int) -> None:
         """Consume one generated token (it must be allowed)."""

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 import tyro
 from hiper_gym.agents.constrained import ResponseGrammar
+from hiper_gym.agents.env_workers import EnvRunner
 from hiper_gym.agents.rollout import collect_rollout
 
 
@@ -42,7 +44,7 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 
 
 def evaluate_policy(
-    envs: Sequence[Any],
+    envs: Sequence[gym.Env] | EnvRunner,
     actor: Any,
     tokenizer: Any,
     *,
@@ -54,8 +56,13 @@ def evaluate_policy(
     reward_scale: float,
     grammar: ResponseGrammar | None,
     seed: int,
+    probe_env: gym.Env | None = None,
 ) -> dict[str, Any]:
     """Play ``num_episodes`` episodes, cycling over the envs' games; success overall and per type.
+
+    ``envs`` is a list of envs or an env runner (:mod:`hiper_gym.agents.env_workers`); the games
+    are counted and mapped to reset options on ``probe_env`` (default: the first env of a list),
+    an env like the others.
 
     Returns:
         ``{"success", "interval", "episodes", "return", "per_task": {type: {"success",
@@ -63,19 +70,21 @@ def evaluate_policy(
     """
     from hiper_gym.agents.learner_setup import num_games, reset_options_for
 
-    total_games = num_games(envs[0])
+    if probe_env is None:
+        if isinstance(envs, EnvRunner):
+            raise ValueError("evaluate_policy needs a probe_env to go with an env runner")
+        probe_env = envs[0]
+    total_games = num_games(probe_env)
     rng = np.random.default_rng(seed)
     episodes = []
     for first in range(0, num_episodes, len(envs)):
         count = min(len(envs), num_episodes - first)
         games = [(first + i) % total_games if total_games else None for i in range(count)]
         rollout = collect_rollout(
-            list(envs[:count]),
+            envs,
             actor,
             tokenizer,
-            reset_options=[
-                reset_options_for(env, game) for env, game in zip(envs, games, strict=False)
-            ],
+            reset_options=[reset_options_for(probe_env, game) for game in games],
             reset_seeds=rng.integers(2**31 - 1, size=count).tolist(),
             max_turns=max_turns,
             temperature=temperature,
@@ -148,7 +157,13 @@ class EvalArgs:
 def main(argv: Sequence[str] | None = None) -> int:
     """``hiper-gym eval``: print success per task type with 95% intervals."""
     from hiper_gym.agents.checkpoint import TOKENIZER_DIR, load_checkpoint
-    from hiper_gym.agents.hiper import Args, build_learner, restore_learner, seed_everything
+    from hiper_gym.agents.hiper import (
+        Args,
+        build_learner,
+        close_learner_envs,
+        restore_learner,
+        seed_everything,
+    )
 
     eval_args = tyro.cli(
         EvalArgs, args=list(sys.argv[1:] if argv is None else argv), prog="hiper-gym eval"
@@ -171,19 +186,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     learner = build_learner(args, directory / TOKENIZER_DIR)
     restore_learner(learner, state)
     seed_everything(eval_args.seed)
-    summary = evaluate_policy(
-        learner.envs,
-        learner.models.actor,
-        learner.tokenizer,
-        num_episodes=eval_args.episodes or args.eval_episodes,
-        max_turns=eval_args.max_turns or args.max_turns,
-        temperature=eval_args.temperature or args.eval_temperature,
-        max_prompt_tokens=args.max_prompt_tokens,
-        max_response_tokens=args.max_response_tokens,
-        reward_scale=args.reward_scale,
-        grammar=learner.grammar,
-        seed=eval_args.seed,
-    )
+    try:
+        summary = evaluate_policy(
+            learner.envs,
+            learner.models.actor,
+            learner.tokenizer,
+            num_episodes=eval_args.episodes or args.eval_episodes,
+            max_turns=eval_args.max_turns or args.max_turns,
+            temperature=eval_args.temperature or args.eval_temperature,
+            max_prompt_tokens=args.max_prompt_tokens,
+            max_response_tokens=args.max_response_tokens,
+            reward_scale=args.reward_scale,
+            grammar=learner.grammar,
+            seed=eval_args.seed,
+            probe_env=learner.probe_env,
+        )
+    finally:
+        close_learner_envs(learner)
     title = f"{directory} on {args.env_id} split={args.train_split}"
     print(success_summary(summary, title=title))
     if eval_args.output:

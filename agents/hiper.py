@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 import tyro
@@ -45,12 +46,14 @@ from hiper_gym.agents.checkpoint import (
     save_checkpoint,
 )
 from hiper_gym.agents.constrained import ResponseGrammar, allowed_token_masks
+from hiper_gym.agents.env_workers import EnvWorkers, close_envs
 from hiper_gym.agents.evaluate import evaluate_policy, success_summary
 from hiper_gym.agents.learner_setup import (
     Models,
     build_env_tokenizer,
     build_models,
     draw_games,
+    env_factory,
     is_config_only,
     load_tokenizer,
     make_envs,
@@ -98,6 +101,9 @@ class Args:
     """the env's split for evaluation"""
     num_envs: int = 128
     """episodes per iteration, one per environment (``train_batch_size=128``, group size 1)"""
+    env_workers: int = 0
+    """worker processes for the envs (0: in this process); with workers an env steps, and its
+    turn's text is read and the next prompt tokenized, while the policy samples the other rows"""
     max_turns: int = 50
     """turn limit of an episode (``env.max_steps=50``)"""
     history_length: int = 2
@@ -222,7 +228,8 @@ def tiny_cpu_preset() -> Args:
 
     * ``model="tiny"`` (2-layer Qwen2, hidden 64, random init, word-level tokenizer from the
       env) instead of Qwen2.5-1.5B-Instruct: no download, CPU speed. ``critic="shared"``: one
-      forward for policy and values instead of a second LM. ``dtype=float32``, ``threads=1``.
+      forward for policy and values instead of a second LM. ``dtype=float32``, ``threads=1``,
+      ``env_workers=1``: torch on one core, the envs on the other.
     * ``learning_rate=critic_learning_rate=2e-3`` (authors 1e-6 / 1e-5): a random-init model does
       not move at 1e-6. ``kl_coef=0``: a KL to a random reference only slows learning.
     * ``num_envs=32``, ``max_turns=40``, ``minibatch_size=64``, ``micro_batch_size=32``
@@ -258,6 +265,7 @@ def tiny_cpu_preset() -> Args:
         critic="shared",
         dtype="float32",
         threads=1,
+        env_workers=1,
         eval_split="train",
         num_envs=32,
         max_turns=40,
@@ -356,7 +364,8 @@ class Learner:
     actor_optimizer: torch.optim.Optimizer
     critic_optimizer: torch.optim.Optimizer | None
     grammar: ResponseGrammar | None
-    envs: list[Any]
+    envs: list[gym.Env] | EnvWorkers
+    probe_env: gym.Env  # on the training split: counts its games, maps games to reset options
     slots: list[list[int]]
     game_rng: np.random.Generator
     iteration: int = 0
@@ -375,21 +384,26 @@ def build_learner(args: Args, tokenizer_dir: Path | None = None) -> Learner:
     seed_everything(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    envs = make_envs(
+    make_env = env_factory(
         args.env_id,
-        args.num_envs,
         split=args.train_split,
         history_length=args.history_length,
         prompt_style=args.prompt_style,
     )
+    probe_env = make_env()
     for env in _eval_envs(args, 1):  # a bad --eval-split fails now, not after training
         env.close()
     if tokenizer_dir is not None:
         tokenizer = load_tokenizer(args.model, tokenizer_dir)
     elif is_config_only(args.model):
-        tokenizer = build_env_tokenizer([envs[0]] + _eval_envs(args, 1))
+        tokenizer = build_env_tokenizer([probe_env] + _eval_envs(args, 1))
     else:
         tokenizer = load_tokenizer(args.model)
+    envs: list[gym.Env] | EnvWorkers
+    if args.env_workers:  # started first: the workers build their envs while the models load
+        envs = EnvWorkers([make_env] * args.num_envs, tokenizer, args.env_workers)
+    else:
+        envs = [probe_env] + [make_env() for _ in range(args.num_envs - 1)]
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     models = build_models(
         model=args.model,
@@ -437,7 +451,8 @@ def build_learner(args: Args, tokenizer_dir: Path | None = None) -> Learner:
         critic_optimizer=critic_optimizer,
         grammar=grammar,
         envs=envs,
-        slots=slot_games(args.num_envs, num_games(envs[0])),
+        probe_env=probe_env,
+        slots=slot_games(args.num_envs, num_games(probe_env)),
         game_rng=np.random.default_rng(args.seed),
     )
 
@@ -554,9 +569,7 @@ def run_rollout(learner: Learner) -> Rollout:
         learner.envs,
         learner.models.actor,
         learner.tokenizer,
-        reset_options=[
-            reset_options_for(env, game) for env, game in zip(learner.envs, games, strict=True)
-        ],
+        reset_options=[reset_options_for(learner.probe_env, game) for game in games],
         reset_seeds=seeds,
         max_turns=args.max_turns,
         temperature=args.temperature,
@@ -789,6 +802,7 @@ def train_iteration(learner: Learner, defer_interrupts: DeferredInterrupt) -> di
             "time/rollout_generation": rollout.times.generation,
             "time/env": rollout.times.env,
             "time/bookkeeping": rollout.times.bookkeeping,
+            "time/env_in_workers": rollout.times.in_workers,
             "time/scoring": scored_done - rollout_done,
             "time/update": end - scored_done,
             "time/iteration": end - start,
@@ -903,6 +917,7 @@ METRIC_COLUMNS = [
     "time/rollout_generation",
     "time/env",
     "time/bookkeeping",
+    "time/env_in_workers",
     "time/scoring",
     "time/update",
     "time/iteration",
@@ -957,8 +972,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_loop(learner, logger, run_dir)
     finally:
         logger.close()
-        for env in learner.envs:
-            env.close()
+        close_learner_envs(learner)
+
+
+def close_learner_envs(learner: Learner) -> None:
+    """Close the training envs (stopping env workers) and the probe env."""
+    close_envs(learner.envs)
+    if isinstance(learner.envs, EnvWorkers):
+        learner.probe_env.close()
 
 
 def train_loop(learner: Learner, logger: RunLogger, run_dir: Path) -> int:
@@ -1030,7 +1051,9 @@ def run_evaluation(learner: Learner) -> dict[str, Any]:
     (a resumed run, which does not replay evaluations, stays identical).
     """
     args = learner.args
-    envs = _eval_envs(args, args.num_envs) or learner.envs
+    eval_envs = _eval_envs(args, args.num_envs)
+    envs = eval_envs or learner.envs
+    probe_env = eval_envs[0] if eval_envs else learner.probe_env
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):
@@ -1046,13 +1069,13 @@ def run_evaluation(learner: Learner) -> dict[str, Any]:
                 reward_scale=args.reward_scale,
                 grammar=learner.grammar,
                 seed=args.seed,
+                probe_env=probe_env,
             )
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         if envs is not learner.envs:
-            for env in envs:
-                env.close()
+            close_envs(envs)
 
 
 def make_progress(args: Args, initial: int) -> Any:

@@ -7,8 +7,9 @@ baselines, so a checkpoint is rebuilt exactly as it was trained.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from hiper_gym.agents.env_workers import make_plan_execute_env
 from hiper_gym.agents.models import (
     CONFIG_ONLY_MODELS,
     SharedValueHead,
@@ -24,7 +26,6 @@ from hiper_gym.agents.models import (
     load_token_critic,
     model_config,
 )
-from hiper_gym.agents.rollout import make_plan_execute_env
 from hiper_gym.agents.tokenizer_builder import build_word_tokenizer
 from hiper_gym.wrappers.prompts import PromptTemplate, default_template
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -64,6 +65,26 @@ def prompt_template(prompt_style: str) -> PromptTemplate | None:
     return {"compact": COMPACT_TEMPLATE, "minimal": MINIMAL_TEMPLATE}.get(prompt_style)
 
 
+def env_factory(
+    env_id: str,
+    *,
+    split: str | None,
+    history_length: int,
+    prompt_style: str,
+    cache_size: int | None = None,
+) -> Callable[[], gym.Env]:
+    """A picklable function that builds one Plan-Execute env with prompt observations."""
+    kwargs: dict[str, Any] = {}
+    if split is not None:
+        kwargs["split"] = split
+    if cache_size is not None:
+        kwargs["cache_size"] = cache_size
+    template = prompt_template(prompt_style)
+    return functools.partial(
+        make_plan_execute_env, env_id, history_length=history_length, template=template, **kwargs
+    )
+
+
 def make_envs(
     env_id: str,
     num_envs: int,
@@ -76,16 +97,14 @@ def make_envs(
     """``num_envs`` Plan-Execute envs with prompt observations (a list: finished envs idle)."""
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    kwargs: dict[str, Any] = {}
-    if split is not None:
-        kwargs["split"] = split
-    if cache_size is not None:
-        kwargs["cache_size"] = cache_size
-    template = prompt_template(prompt_style)
-    return [
-        make_plan_execute_env(env_id, history_length=history_length, template=template, **kwargs)
-        for _ in range(num_envs)
-    ]
+    make_env = env_factory(
+        env_id,
+        split=split,
+        history_length=history_length,
+        prompt_style=prompt_style,
+        cache_size=cache_size,
+    )
+    return [make_env() for _ in range(num_envs)]
 
 
 def num_games(env: gym.Env) -> int:

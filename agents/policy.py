@@ -18,7 +18,7 @@ prompt token), i.e. the value "at the first response token after ``</subgoal>``"
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +26,12 @@ from hiper_gym.agents.constrained import PlanExecuteLogitsProcessor, ResponseSta
 from hiper_gym.agents.losses import entropy_from_logits
 from hiper_gym.agents.models import VALUE_HIGH, VALUE_LOW, VALUE_TERM, SharedValueHead
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 #: Logit given to tokens outside the constrained grammar: finite, so ``p * log p`` is 0, not NaN.
 MASKED_LOGIT = -1e9
@@ -205,6 +210,7 @@ def sample_responses(
     temperature: float,
     max_new_tokens: int,
     states: Sequence[ResponseState] | None = None,
+    on_finished: Callable[[int, list[int]], None] | None = None,
 ) -> list[list[int]]:
     """Sample one response per prompt (batched, left-padded); each ends at its EOS if it wrote one.
 
@@ -215,11 +221,21 @@ def sample_responses(
         temperature: Sampling temperature (top-p 1, no top-k, as the authors).
         max_new_tokens: Response length limit.
         states: Constrained-decoding states, one per prompt, or ``None`` for free sampling.
+        on_finished: Called ``on_finished(row, response_ids)`` once per row as soon as the row's
+            response is known, while the other rows still generate: when it samples EOS, or,
+            under constrained decoding, when only forced tokens remain (they have probability 1);
+            rows that hit ``max_new_tokens`` are reported after generation. Lets an env step
+            while the batch finishes.
     """
     device = actor.device
     batch = pad_turns(prompts, [[]] * len(prompts), [0] * len(prompts), tokenizer.pad_token_id)
     prompt_length = batch.prompt_length
     processors = [PlanExecuteLogitsProcessor(states)] if states is not None else None
+    report = None
+    if on_finished is not None:
+        report = _ReportFinishedRows(
+            prompt_length, max_new_tokens, tokenizer.eos_token_id, on_finished, states
+        )
     output = actor.generate(
         input_ids=batch.input_ids[:, :prompt_length].to(device),
         attention_mask=batch.attention_mask[:, :prompt_length].to(device),
@@ -230,6 +246,7 @@ def sample_responses(
         max_new_tokens=max_new_tokens,
         use_cache=True,  # also with gradient checkpointing, which turns the config's cache off
         logits_processor=processors,
+        stopping_criteria=StoppingCriteriaList([report] if report is not None else []),
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
@@ -238,4 +255,50 @@ def sample_responses(
         if tokenizer.eos_token_id in row:
             row = row[: row.index(tokenizer.eos_token_id) + 1]
         responses.append(row)
+    if report is not None:
+        for row_index, row in enumerate(responses):
+            report.report(row_index, row)
+        for row_index, early in report.reported.items():
+            if early != responses[row_index]:  # forced tails are sampled with probability 1
+                raise RuntimeError(
+                    f"row {row_index}: reported {early}, sampled {responses[row_index]}"
+                )
     return responses
+
+
+class _ReportFinishedRows(StoppingCriteria):
+    """Hands each row to a callback once its response is known; never stops generation itself."""
+
+    def __init__(
+        self,
+        prompt_length: int,
+        max_new_tokens: int,
+        eos_token_id: int,
+        on_finished: Callable[[int, list[int]], None],
+        states: Sequence[ResponseState] | None,
+    ) -> None:
+        self.prompt_length = prompt_length
+        self.max_length = prompt_length + max_new_tokens
+        self.eos_token_id = eos_token_id
+        self.on_finished = on_finished
+        self.states = states
+        self.reported: dict[int, list[int]] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object):
+        length = input_ids.shape[1]
+        for row, token in enumerate(input_ids[:, -1].tolist()):
+            if row in self.reported:
+                continue
+            if token == self.eos_token_id:
+                self.report(row, input_ids[row, self.prompt_length :].tolist())
+            elif self.states is not None:
+                tail = self.states[row].forced_tail(token)
+                if tail is not None and length + len(tail) <= self.max_length:
+                    self.report(row, input_ids[row, self.prompt_length :].tolist() + tail)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def report(self, row: int, response_ids: list[int]) -> None:
+        """Call back for ``row`` unless it was reported already."""
+        if row not in self.reported:
+            self.reported[row] = response_ids
+            self.on_finished(row, response_ids)

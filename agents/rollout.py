@@ -1,11 +1,14 @@
 """Multi-turn rollouts of a Plan-Execute LLM policy in N text environments.
 
 Each environment is a text env wrapped as ``PromptObservation(PlanExecute(env))`` (see
-:func:`make_plan_execute_env`): its observation is the turn's prompt text (history written into
-the text, §1.2) and its action is the whole response, which the wrapper parses with the one parser.
+:func:`~hiper_gym.agents.env_workers.make_plan_execute_env`): its observation is the turn's prompt
+text (history written into the text, §1.2) and its action is the whole response, which the wrapper
+parses with the one parser.
 Every turn, each *unfinished* environment's prompt goes through the chat template as one user
 message, all prompts are sampled together (left padding), and each response is sent to its
-environment. Finished environments neither generate nor step.
+environment as soon as the response is complete. Finished environments neither generate nor step.
+The envs run in this process or in worker processes (:mod:`hiper_gym.agents.env_workers`); with
+workers, an env steps while the other rows are still sampled.
 
 Each turn becomes a :class:`Turn`: the training sample of §4 (prompt ids, response ids), its block
 masks (the parser's character spans mapped onto the response tokens), the low-value read-out
@@ -23,10 +26,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from hiper_gym.agents.constrained import ResponseGrammar, ResponseState
+from hiper_gym.agents.env_workers import EnvReply, EnvRunner, InProcessEnvs
 from hiper_gym.agents.policy import sample_responses
-from hiper_gym.wrappers import ParsedResponse, PlanExecute, parse_response
-from hiper_gym.wrappers.prompt_observation import PromptObservation
-from hiper_gym.wrappers.prompts import PromptBuilder, PromptTemplate
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -83,90 +84,18 @@ class Turn:
     last: bool = False
 
 
-def response_token_offsets(
-    tokenizer: PreTrainedTokenizerBase, response_ids: Sequence[int]
-) -> list[tuple[int, int]]:
-    """Character span of each response token in the decoded response (special tokens skipped).
-
-    Decodes token by token; when the pieces do not add up to the whole decode (a multi-byte
-    character split across byte-level tokens), falls back to decoding growing prefixes.
-    """
-    pieces = [tokenizer.decode([token], skip_special_tokens=True) for token in response_ids]
-    full = tokenizer.decode(list(response_ids), skip_special_tokens=True)
-    if "".join(pieces) != full:
-        ends = [
-            len(tokenizer.decode(list(response_ids[: i + 1]), skip_special_tokens=True))
-            for i in range(len(response_ids))
-        ]
-    else:
-        ends = np.cumsum([len(piece) for piece in pieces]).tolist()
-    starts = [0] + ends[:-1]
-    return list(zip(starts, ends, strict=True))
-
-
-def block_token_mask(offsets: Sequence[tuple[int, int]], start: int, end: int) -> np.ndarray:
-    """Tokens whose characters overlap ``[start, end)``."""
-    return np.array([s < end and e > start for s, e in offsets], dtype=bool)
-
-
-def last_token_at(offsets: Sequence[tuple[int, int]], char_end: int) -> int:
-    """Index of the token holding character ``char_end - 1`` (-1 if none)."""
-    for index, (start, end) in enumerate(offsets):
-        if start < char_end <= end:
-            return index
-    return -1
-
-
-@dataclass(frozen=True)
-class ResponseLayout:
-    """Block masks and the low-value read-out index of one response (see :class:`Turn`)."""
-
-    switch_mask: np.ndarray
-    subgoal_mask: np.ndarray
-    action_mask: np.ndarray
-    low_value_index: int
-
-
-def response_layout(
-    tokenizer: PreTrainedTokenizerBase, response_ids: Sequence[int], parsed: ParsedResponse
-) -> ResponseLayout:
-    """Map the parser's block spans onto the response tokens (§1.4, §2.2).
-
-    Tag tokens are included. A missing ``<action>`` block puts every response token under the
-    action mask (the authors' fallback). The low value is read at the last token of
-    ``</subgoal>``, else of ``</switch>``, else at the last prompt token (-1).
-    """
-    offsets = response_token_offsets(tokenizer, response_ids)
-    empty = np.zeros(len(offsets), dtype=bool)
-
-    def mask_of(block: Any) -> np.ndarray:
-        return empty.copy() if block is None else block_token_mask(offsets, block.start, block.end)
-
-    action_mask = (
-        np.ones(len(offsets), dtype=bool)
-        if parsed.action_block is None
-        else mask_of(parsed.action_block)
-    )
-    low_value_index = -1
-    for block in (parsed.subgoal_block, parsed.switch_block):
-        if block is not None:
-            low_value_index = last_token_at(offsets, block.end)
-            break
-    return ResponseLayout(
-        switch_mask=mask_of(parsed.switch_block),
-        subgoal_mask=mask_of(parsed.subgoal_block),
-        action_mask=action_mask,
-        low_value_index=low_value_index,
-    )
-
-
 @dataclass
 class RolloutTimes:
-    """Wall-clock seconds spent in each part of a rollout."""
+    """Wall-clock seconds of the learner's process in each part of a rollout.
+
+    With env workers, ``env`` and ``bookkeeping`` count what the learner waits for and does
+    itself; ``in_workers`` is the env and text time the workers spent meanwhile.
+    """
 
     generation: float = 0.0
     env: float = 0.0
     bookkeeping: float = 0.0
+    in_workers: float = 0.0
 
     @property
     def total(self) -> float:
@@ -201,7 +130,7 @@ class _EpisodeState:
     """Per-environment bookkeeping during a rollout."""
 
     episode_id: int
-    prompt: str
+    prompt_ids: list[int]
     info: dict[str, Any]
     subgoal: str | None = None
     keep_copy: str | None = None
@@ -209,45 +138,8 @@ class _EpisodeState:
     finished: bool = False
 
 
-def make_plan_execute_env(
-    env_id: str,
-    *,
-    history_length: int = 2,
-    template: PromptTemplate | None = None,
-    **env_kwargs: Any,
-) -> gym.Env:
-    """``PromptObservation(PlanExecute(gym.make(env_id, ...)))``: prompts in, responses out.
-
-    Args:
-        env_id: A registered text env, e.g. ``"HiPER-ALFWorld-v0"``.
-        history_length: Observation/action pairs shown in the prompt (the authors: 2).
-        template: Prompt wording; ``None`` is the suite's default for the env's flavour.
-        **env_kwargs: Passed to ``gym.make`` (``split=...``).
-    """
-    plan_execute = PlanExecute(gym.make(env_id, **env_kwargs))
-    builder = PromptBuilder(plan_execute.flavor, history_length=history_length, template=template)
-    return PromptObservation(plan_execute, builder)
-
-
-def chat_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, prompt_texts: Sequence[str], max_prompt_tokens: int
-) -> list[list[int]]:
-    """Token ids of each prompt sent as one user message through the chat template.
-
-    Each keeps its last ``max_prompt_tokens`` tokens; the texts are tokenized in one batch call.
-    """
-    texts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-        for text in prompt_texts
-    ]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [list(ids[-max_prompt_tokens:]) for ids in encoded]
-
-
 def collect_rollout(
-    envs: Sequence[Any],
+    envs: Sequence[gym.Env] | EnvRunner,
     actor: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     *,
@@ -261,11 +153,13 @@ def collect_rollout(
     grammar: ResponseGrammar | None = None,
     first_episode_id: int = 0,
 ) -> Rollout:
-    """Play one episode in each env with the actor; return every turn and episode outcome.
+    """Play one episode in each of the first ``len(reset_options)`` envs with the actor.
 
     Args:
-        envs: Envs from :func:`make_plan_execute_env` (``info`` holds ``admissible_commands``,
-            ``won``, ``subgoal``).
+        envs: Envs from :func:`~hiper_gym.agents.env_workers.make_plan_execute_env` (``info``
+            holds ``admissible_commands``, ``won``, ``subgoal``), or an env runner
+            (:class:`~hiper_gym.agents.env_workers.EnvWorkers` runs them in worker processes; it
+            reads with the tokenizer it was given).
         actor: The policy LM (sampling only; no gradients).
         tokenizer: Its tokenizer, with a chat template.
         reset_options: ``reset`` options per env (e.g. ``{"game": 3}``).
@@ -278,104 +172,134 @@ def collect_rollout(
         grammar: Constrained decoding when given (``--constrained-decoding``).
         first_episode_id: Id of the first env's episode; the others follow.
     """
+    runner = envs if isinstance(envs, EnvRunner) else InProcessEnvs(envs, tokenizer)
+    if len(reset_options) != len(reset_seeds) or len(reset_options) > len(runner):
+        raise ValueError(
+            f"{len(reset_options)} reset options and {len(reset_seeds)} seeds "
+            f"for {len(runner)} envs"
+        )
     times = RolloutTimes()
-    clock = time.perf_counter()
-    states: list[_EpisodeState] = []
-    for index, env in enumerate(envs):
-        prompt, info = env.reset(seed=reset_seeds[index], options=reset_options[index])
-        states.append(_EpisodeState(episode_id=first_episode_id + index, prompt=prompt, info=info))
-    times.env += time.perf_counter() - clock
+    for index, (seed, options) in enumerate(zip(reset_seeds, reset_options, strict=True)):
+        runner.send_reset(index, seed=seed, options=options, max_prompt_tokens=max_prompt_tokens)
+    states = []
+    for index in range(len(reset_options)):
+        reply = _take_reply(runner, index, times)
+        states.append(_EpisodeState(first_episode_id + index, reply.prompt_ids, reply.info))
 
     for turn_index in range(max_turns):
         running = [i for i, state in enumerate(states) if not state.finished]
         if not running:
             break
         clock = time.perf_counter()
-        prompts = chat_prompt_ids(tokenizer, [states[i].prompt for i in running], max_prompt_tokens)
-        decoding_states = []
+        decoding_states = None
         if grammar is not None:
-            for i in running:
-                commands = list(states[i].info.get("admissible_commands", []))
-                decoding_states.append(ResponseState(grammar, commands, states[i].keep_copy))
+            decoding_states = [
+                ResponseState(grammar, _commands(states[i]), states[i].keep_copy) for i in running
+            ]
         times.bookkeeping += time.perf_counter() - clock
 
+        send_to_env = _ResponseSender(runner, states, running, max_prompt_tokens)
         clock = time.perf_counter()
         responses = sample_responses(
             actor,
             tokenizer,
-            prompts,
+            [states[i].prompt_ids for i in running],
             temperature=temperature,
             max_new_tokens=max_response_tokens,
-            states=decoding_states if grammar is not None else None,
+            states=decoding_states,
+            on_finished=send_to_env,
         )
-        times.generation += time.perf_counter() - clock
+        times.generation += time.perf_counter() - clock - send_to_env.seconds
+        times.bookkeeping += send_to_env.seconds
 
-        for i, prompt_ids, response_ids in zip(running, prompts, responses, strict=True):
-            clock = time.perf_counter()
+        for i, response_ids in zip(running, responses, strict=True):
             state = states[i]
-            text = tokenizer.decode(response_ids, skip_special_tokens=True)
-            commands = list(state.info.get("admissible_commands", []))
-            turn = _make_turn(
-                tokenizer, state, turn_index, prompt_ids, response_ids, text, commands, envs[i]
-            )
-            times.bookkeeping += time.perf_counter() - clock
-
+            reply = _take_reply(runner, i, times)
             clock = time.perf_counter()
-            prompt, _, terminated, truncated, info = envs[i].step(text)
-            times.env += time.perf_counter() - clock
-
-            won = bool(info.get("won", False))
-            turn.won = won and terminated
+            turn = _make_turn(state, turn_index, response_ids, reply)
+            turn.won = bool(reply.info.get("won", False)) and reply.terminated
             turn.reward = reward_scale * float(turn.won)
-            turn.done = bool(terminated)
-            turn.last = bool(terminated or truncated or turn_index == max_turns - 1)
+            turn.done = reply.terminated
+            turn.last = reply.terminated or reply.truncated or turn_index == max_turns - 1
             state.turns.append(turn)
-            state.prompt, state.info = prompt, info
-            state.subgoal = info.get("subgoal", state.subgoal)
+            state.prompt_ids, state.info = reply.prompt_ids, reply.info
+            state.subgoal = reply.info.get("subgoal", state.subgoal)
             state.keep_copy = _inner_subgoal(turn.subgoal_span)
             state.finished = turn.last
+            times.bookkeeping += time.perf_counter() - clock
 
     turns = [turn for state in states for turn in state.turns]
     episodes = [_episode_stats(state) for state in states]
     return Rollout(turns=turns, episodes=episodes, times=times)
 
 
+@dataclass
+class _ResponseSender:
+    """Sends a finished row's response to its env (``sample_responses``' ``on_finished``)."""
+
+    runner: EnvRunner
+    states: list[_EpisodeState]
+    running: list[int]
+    max_prompt_tokens: int
+    seconds: float = 0.0
+
+    def __call__(self, row: int, response_ids: list[int]) -> None:
+        clock = time.perf_counter()
+        index = self.running[row]
+        self.runner.send_response(
+            index,
+            response_ids,
+            current_subgoal=self.states[index].subgoal,
+            max_prompt_tokens=self.max_prompt_tokens,
+        )
+        self.seconds += time.perf_counter() - clock
+
+
+def _take_reply(runner: EnvRunner, index: int, times: RolloutTimes) -> EnvReply:
+    """Env ``index``'s reply, with its time booked.
+
+    In this process: the env's own split. From a worker: the wait, as env time up to the step's
+    length and the rest as bookkeeping.
+    """
+    clock = time.perf_counter()
+    reply = runner.reply(index)
+    waited = time.perf_counter() - clock
+    env_part = min(waited, reply.env_seconds)
+    times.env += env_part
+    times.bookkeeping += waited - env_part
+    if not isinstance(runner, InProcessEnvs):
+        times.in_workers += reply.env_seconds + reply.text_seconds
+    return reply
+
+
+def _commands(state: _EpisodeState) -> list[str]:
+    return list(state.info.get("admissible_commands", []))
+
+
 def _make_turn(
-    tokenizer: PreTrainedTokenizerBase,
-    state: _EpisodeState,
-    turn_index: int,
-    prompt_ids: list[int],
-    response_ids: list[int],
-    text: str,
-    commands: list[str],
-    env: Any,
+    state: _EpisodeState, turn_index: int, response_ids: list[int], reply: EnvReply
 ) -> Turn:
-    """A :class:`Turn` with its parse and block masks (reward and flags are set after the step)."""
-    flavor = env.get_wrapper_attr("flavor")
-    style = env.get_wrapper_attr("style")
-    parsed = parse_response(text, current_subgoal=state.subgoal, flavor=flavor, style=style)
-    layout = response_layout(tokenizer, response_ids, parsed)
-    subgoal_span = None
-    if parsed.subgoal_block is not None:
-        subgoal_span = text[parsed.subgoal_block.start : parsed.subgoal_block.end]
+    """A :class:`Turn` from its response's reading (reward and flags are set by the caller)."""
+    reading = reply.reading
+    assert reading is not None, "a turn's reply reads its response"
     return Turn(
         episode_id=state.episode_id,
         turn_index=turn_index,
         task_type=str(state.info.get("task_type", "")),
-        prompt_ids=prompt_ids,
+        prompt_ids=state.prompt_ids,
         response_ids=response_ids,
-        response_text=text,
-        admissible_commands=commands,
+        response_text=reading.text,
+        admissible_commands=_commands(state),
         current_subgoal=state.subgoal,
         keep_copy=state.keep_copy,
-        switch_mask=layout.switch_mask,
-        subgoal_mask=layout.subgoal_mask,
-        action_mask=layout.action_mask,
-        low_value_index=layout.low_value_index,
-        is_switch=parsed.is_new_segment_marker,
-        has_switch_block=parsed.switch_block is not None,
-        subgoal_span=subgoal_span,
-        format_valid=parsed.format_valid,
+        switch_mask=reading.layout.switch_mask,
+        subgoal_mask=reading.layout.subgoal_mask,
+        action_mask=reading.layout.action_mask,
+        low_value_index=reading.layout.low_value_index,
+        is_switch=reading.is_switch,
+        has_switch_block=reading.has_switch_block,
+        subgoal_span=reading.subgoal_span,
+        format_valid=reading.format_valid,
     )
 
 

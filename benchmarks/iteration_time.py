@@ -78,6 +78,11 @@ def print_split(index: int, metrics: dict[str, float], device: str) -> None:
     print(f"{'total':30s} {total:9.2f}")
     print(f"turns/s: {metrics['time/turns_per_second']:.2f}")
     print(f"env + bookkeeping share of the rollout: {env_share:.1%}")
+    if metrics["time/env_in_workers"]:
+        print(
+            f"env steps and text work done in worker processes meanwhile: "
+            f"{metrics['time/env_in_workers']:.2f}s"
+        )
     if device.startswith("cuda"):
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 

@@ -89,3 +89,63 @@ def test_prefix_commands_stay_distinct(setup):
 def test_no_admissible_commands_is_a_clear_error(setup):
     with pytest.raises(ValueError, match="at least one admissible command"):
         ResponseState(setup[2], [], None)
+
+
+def test_forced_tail_is_known_once_the_command_is_unique(setup):
+    tokenizer, _, grammar = setup
+    state = ResponseState(grammar, COMMANDS, None)
+    prefix = "<switch>SWITCH</switch><subgoal> look</subgoal><action>"
+    for token in tokenizer.encode(prefix, add_special_tokens=False):
+        assert state.forced_tail(token) is None  # the command is still to be chosen
+        state.advance(token)
+    tail = state.forced_tail(tokenizer.encode("take", add_special_tokens=False)[0])
+    rest = tokenizer.encode(" mug 2 from cabinet 1</action>", add_special_tokens=False)
+    assert tail == rest + [tokenizer.eos_token_id]  # only one command starts with "take"
+    go_to_cabinet = ResponseState(grammar, COMMANDS, None)
+    for token in tokenizer.encode(prefix + "go to", add_special_tokens=False):
+        go_to_cabinet.advance(token)
+    cabinet = tokenizer.encode(" cabinet", add_special_tokens=False)[0]
+    assert go_to_cabinet.forced_tail(cabinet) is None  # "1" or "10"
+
+
+def test_finished_rows_are_reported_once_with_their_sampled_response(setup):
+    tokenizer, actor, grammar = setup
+    subgoals = [None, "find the mug"] * 4
+    reports = {}
+    during_generation = []
+    generate = actor.generate
+
+    def on_finished(row, response_ids):
+        assert row not in reports
+        reports[row] = response_ids
+        during_generation.append(generating)
+
+    def tracked_generate(*args, **kwargs):
+        nonlocal generating
+        generating = True
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            generating = False
+
+    generating = False
+    torch.manual_seed(2)
+    prompts = [tokenizer.encode("look " * (3 + i), add_special_tokens=False) for i in range(8)]
+    actor.generate = tracked_generate
+    try:
+        responses = sample_responses(
+            actor,
+            tokenizer,
+            prompts,
+            temperature=1.0,
+            max_new_tokens=40,
+            states=[ResponseState(grammar, COMMANDS, subgoal) for subgoal in subgoals],
+            on_finished=on_finished,
+        )
+    finally:
+        del actor.generate
+    assert reports == dict(enumerate(responses))
+    assert any(during_generation)  # envs can step while the batch finishes
+    torch.manual_seed(2)
+    again = sample(setup, subgoals, seed=2)
+    assert again == responses  # reporting does not change what is sampled

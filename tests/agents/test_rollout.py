@@ -6,7 +6,7 @@ import pytest
 import torch
 from hiper_gym.agents.models import TinyShape, load_actor, model_config
 from hiper_gym.agents.policy import pad_turns, policy_forward, read_values
-from hiper_gym.agents.rollout import response_layout, response_token_offsets
+from hiper_gym.agents.turn_text import response_layout, response_token_offsets
 from hiper_gym.agents.tokenizer_builder import build_word_tokenizer
 from hiper_gym.wrappers import parse_response
 
