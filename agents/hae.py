@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -252,58 +253,70 @@ def compute_hae(
     # Reward shaping (spec §3), in the released code's order: keep, invalid format, consistency.
     # Masks multiply the penalties (``x * 1.0`` and ``x + 0.0`` are exact).
     keep = ~switch
-    r = r_env + keep * _keep_penalty(turns.lengths, cfg)[turns.column]
+    r = _keep_penalty(turns.lengths, cfg).take(turns.column)
+    r *= keep
+    r += r_env
     r -= cfg.invalid_action_penalty_coef * ~valid
     r += _inconsistent(spans, has_subgoal, keep, turns, cfg) * cfg.keep_consistency_penalty
 
-    # Segments: turn 0 and every SWITCH turn start one. ``nxt`` is the next turn's row.
+    # Segments: turn 0 and every SWITCH turn start one. ``nxt`` is the next turn's row (the row
+    # itself at an episode's last turn, ``ends``: what is read there is replaced below).
     start = switch.copy()
-    start[turns.blocks[0]] = True  # turn 0 always starts a segment
-    nxt, nd = turns.next_row, 1.0 - done
-    start_next = start[nxt]
+    start[turns.first_turns] = True  # turn 0 always starts a segment
+    nxt, ends = turns.next_row, turns.last_rows
+    start_next = start.take(nxt)
     inside = turns.has_next & ~start_next  # the next turn is in the same segment
-    boundary = turns.has_next & start_next  # a segment end followed by another segment
+    boundary = turns.has_next ^ inside  # a segment end followed by another segment
 
-    # Vb, the high-level bootstrap after a segment's last turn (0 inside a segment): the next
-    # start's V_H; on a truncated episode (not done, no next segment) its last segment start's
-    # V_H when bootstrap_truncated, else 0; 0 after a done turn. The low level bootstraps from
-    # the next turn's V_L inside a segment, and at a segment end like Vb except that a truncated
-    # episode uses its last turn's own V_L.
-    vh_next = vh[nxt]
-    boot = boundary * vh_next
-    low_next = inside * vl[nxt] + boot
-    if cfg.bootstrap_truncated:
-        starts = np.flatnonzero(start)
-        last_start = np.zeros(len(turns.lengths), dtype=np.int64)  # per episode: the start
-        np.maximum.at(last_start, turns.column[starts], starts)  # in the latest turn
-        ends = turns.last_rows
-        low_next[ends] += vl[ends]
-        boot[ends] += vh[last_start[turns.column[ends]]]
-    boot *= nd
-    # Scanned together: A_low_t = delta_t + gamma lam_turn A_low_{t+1} inside a segment (not
-    # done there), reset at its end; G_t = r_t + gamma G_{t+1} inside a segment, and
-    # r_t + gamma Vb_k at its end.
-    increment, carry = np.empty((2, n)), np.empty((2, n))
-    np.subtract(r + gamma * nd * low_next, vl, out=increment[0])  # delta_t
-    np.add(r, gamma * boot, out=increment[1])
-    np.multiply(gamma * cfg.lam_turn, inside, out=carry[0])
-    np.multiply(gamma, inside, out=carry[1])
-    a_low, ret_term = turns.reverse_scan(increment, carry)
-    # At a segment start G_s = R~_k + gamma^d_k nd Vb_k, so delta^high_k = G_s - V_H(s).
-    # Y_t = gamma^(s'-t) A_high(s'), s' the first start at or after t, turns the SMDP recursion
-    # A_high_k = delta_k + gamma^d_k lam_seg A_high_{k+1} into a scan over turns. (nd of a
-    # segment end only matters for the episode's last segment, whose carry is 0 anyway.)
-    y = turns.reverse_scan(start * (ret_term - vh), gamma * (start * cfg.lam_seg + ~start))
+    # Vb, what a segment's last turn bootstraps from (0 inside a segment): at a segment end
+    # followed by another, the next start's V_H; at an episode's last turn, 0 if done, else
+    # (truncated) the V_H of its last segment's start when bootstrap_truncated, else 0. The low
+    # level bootstraps like Vb except inside a segment (from the next turn's V_L) and at an
+    # episode's last turn (``low_end``: a truncated episode's own V_L).
+    boot = (vh * start).take(nxt)
+    low_end, boot[ends] = _truncation_bootstrap(vl, vh, start, done, turns, cfg)
+
+    # Three recursions, scanned together: out_t = increment_t + carry_t * out_{t+1}, each reset
+    # (carry 0) where the spec's recursion stops.
+    # * A_low_t = delta_t + gamma lam_turn A_low_{t+1} inside a segment, with
+    #   delta_t = r_t + gamma V_next(t) - V_L(t); reset at the segment end.
+    # * G_t = r_t + gamma G_{t+1} inside a segment and r_t + gamma Vb_k at its end: the return
+    #   to the segment end, the switch (termination) target.
+    # * X_t = r_t + gamma X_{t+1} inside a segment, r_t + gamma Vb_k + gamma lam_seg
+    #   (X_{s'} - V_H(s')) at a segment end followed by the start s' (Vb_k = V_H(s') there).
+    #   At a start s, X_s - V_H(s) = R~_k + gamma^d_k Vb_k - V_H(s) + gamma^d_k lam_seg A_high_{k+1}
+    #   = delta^high_k + gamma^d_k lam_seg A_high_{k+1} = A_high_k: the SMDP recursion over
+    #   segments as one scan over turns. (A done turn is an episode's last, carry 0 anyway.)
+    carry = np.empty((3, n))
+    np.multiply(inside, gamma, out=carry[1])
+    np.multiply(carry[1], cfg.lam_turn, out=carry[0])
+    np.multiply(boundary, gamma * cfg.lam_seg, out=carry[2])
+    carry[2] += carry[1]
+    increment = np.empty((3, n))
+    np.multiply(boot, gamma, out=increment[1])
+    increment[1] += r  # r_t + gamma Vb
+    np.multiply(boot, gamma * cfg.lam_seg, out=increment[2])
+    np.subtract(increment[1], increment[2], out=increment[2])
+    increment[2, ends] = increment[1, ends]  # no next segment: no lam_seg term
+    # delta_t: gamma V_L(t+1) inside a segment (carry[1] = gamma there, 0 elsewhere), else
+    # gamma Vb; replaced at episode ends.
+    np.multiply(carry[1], vl.take(nxt), out=increment[0])
+    increment[0] += increment[1]
+    increment[0] -= vl
+    increment[0, ends] = r[ends] + gamma * low_end - vl[ends]
+    a_low, ret_term, x_high = turns.reverse_scan(increment, carry)
     if paper:
         a_term = (switch - beta) * (vh - vl)  # the paper's centred switching gain
     else:
         a_term = ret_term - vt
 
-    # A_high and its norm are defined on segment starts only: 0 / 1 = 0 there, 0 / 0 = NaN off.
+    # A_high and its norm are defined on segment starts only: 0 / 1 = 0 there, 0 / 0 = NaN off
+    # (standardizing keeps the NaN).
     with np.errstate(invalid="ignore"):
         off_start = np.divide(0.0, start)
+    a_high = x_high - vh
+    a_high += off_start
     norm = _standardize if cfg.norm_adv else lambda x, members=None: x.copy()
-    a_high = y + off_start
     result = HAEResult(
         shaped_reward=r,
         segment_start=start,
@@ -314,7 +327,7 @@ def compute_hae(
         a_term=a_term,
         r_term=ret_term,
         a_low_norm=norm(a_low),
-        a_high_norm=norm(y, start & has_subgoal) + off_start,
+        a_high_norm=norm(a_high, start & has_subgoal),
         a_term_norm=norm(a_term, has_switch),
     )
     result = HAEResult(**{f.name: turns.unsort(getattr(result, f.name)) for f in fields(result)})
@@ -403,15 +416,45 @@ def _inconsistent(
     (in Python, the slow part) only on the turns where the answer matters.
     """
     later, prev = turns.later_turns, turns.with_next  # turns t >= 1 and, in order, their t - 1
-    both = has_subgoal[later] & has_subgoal[prev]
+    both = has_subgoal[later] & has_subgoal.take(prev)
     keep_later = keep[later]
     changed = np.zeros(len(spans), dtype=bool)
     if not cfg.keep_consistency_requires_both:
         changed[later] = keep_later & ~both
     pairs = np.flatnonzero(keep_later & both)
-    changed[later][pairs] = spans[later][pairs] != spans[prev[pairs]]
+    changed[later][pairs] = spans[later].take(pairs) != spans.take(prev.take(pairs))
     return changed
 
+
+def _truncation_bootstrap(
+    vl: np.ndarray,
+    vh: np.ndarray,
+    start: np.ndarray,
+    done: np.ndarray,
+    turns: _Turns,
+    cfg: HAEConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What every episode's last turn bootstraps from: ``(low level, Vb)``, one per episode end.
+
+    0 after a done turn. A truncated episode (its last turn not done) bootstraps, when
+    ``bootstrap_truncated``, from its last turn's own V_L (low level) and from the V_H of its
+    last segment's start (high level and switch return); else from 0.
+    """
+    ends = turns.last_rows
+    low, high = np.zeros(len(ends)), np.zeros(len(ends))
+    truncated = np.flatnonzero(~done[ends])  # positions in ``ends``
+    if cfg.bootstrap_truncated and len(truncated):
+        rows = ends[truncated]
+        starts = np.flatnonzero(start)
+        last_start = np.zeros(len(turns.lengths), dtype=np.int64)  # per episode: the start
+        np.maximum.at(last_start, turns.column[starts], starts)  # in the latest turn
+        low[truncated] = vl[rows]
+        high[truncated] = vh[last_start[turns.column[rows]]]
+    return low, high
+
+
+_GRID_CELLS_PER_ROW = 4
+"""Largest ``[max_turns, E]`` grid, per row, that the in-order fast path of ``_Turns`` builds."""
 
 _HEAP_HINT_BYTES = 30 * 2**20
 """Just below glibc's largest dynamic mmap threshold (32 MiB on 64-bit systems)."""
@@ -444,22 +487,19 @@ def _standardize(x: np.ndarray, members: np.ndarray | None = None) -> np.ndarray
     """``(x - mean) / (std + 1e-8)``, population mean and std over ``members`` (all if None).
 
     As in the released code, no members leaves ``x`` unchanged (copied), and a set of one maps
-    its member to 0. Values outside the set are standardized with the members' statistics.
-    ``x`` must be finite (masks multiply it).
+    its member to 0. Values outside the set are standardized with the members' statistics
+    (NaN stays NaN). The statistics are computed as ``np.mean`` and ``np.std`` compute them.
     """
-    count = len(x) if members is None else np.count_nonzero(members)
-    if not count:
+    values = x if members is None else x.compress(members)
+    if not len(values):
         return x.copy()
-    weight = None if members is None else members.astype(np.float64)
-    mean = _weighted_sum(x, weight) / count
-    deviation = x - mean
-    variance = _weighted_sum(np.square(deviation), weight) / count
-    deviation /= math.sqrt(variance) + NORM_EPS
+    mean = values.mean()
+    deviation = values - mean
+    std = math.sqrt(np.square(deviation).mean())
+    if members is not None:
+        deviation = x - mean
+    deviation /= std + NORM_EPS
     return deviation
-
-
-def _weighted_sum(x: np.ndarray, weight: np.ndarray | None) -> float:
-    return float(x.sum() if weight is None else (x * weight).sum())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -502,6 +542,11 @@ class _Turns:
         return len(self.rank)
 
     @property
+    def first_turns(self) -> slice:
+        """The rows of every episode's turn 0 (they come first)."""
+        return self.blocks[0]
+
+    @property
     def later_turns(self) -> slice:
         """The rows of turns 1, 2, ... (the rows of turn 0 come first)."""
         return slice(self.blocks[0].stop, None)
@@ -515,35 +560,56 @@ class _Turns:
         turns = _as_turn_index(turn_index, n_rows)
         column, column_keys = _episode_columns(keys)
         n_columns = len(column_keys)
-        lengths = np.bincount(column, minlength=n_columns)
-        length = lengths[column]
-        # Fast path: turn indices already run 0..len-1 in every episode, so they are the ranks
-        # (duplicates then collide below). Otherwise sort.
-        if turns.min() >= 0 and (turns < length).all():
-            rank = turns
-        else:
-            rank = _turn_ranks(column, turns, lengths, column_keys)
-        cell = rank * n_columns + column  # position in a time-major [max_turns, E] grid
-        order = None
-        if not (cell[1:] > cell[:-1]).all():
-            order = np.argsort(cell)
-            cell, rank, column, length = cell[order], rank[order], column[order], length[order]
-            repeated = cell[1:] == cell[:-1]
-            if repeated.any():
-                k = int(np.argmax(repeated))
-                raise ValueError(
-                    f"duplicate (episode_id, turn_index) pair ({_plain(column_keys[column[k]])!r}, "
-                    f"{int(rank[k])}); de-duplicate repeated or padded turns first"
-                )
+        order, rank, next_row = None, turns, None
+        cell = turns * n_columns + column  # position in a time-major [max_turns, E] grid
+        # Fast path, rows in rollout order (cells increasing) with turn indices 0..len-1: a
+        # dense grid of row numbers gives each row's next turn, one cell below. (As unsigned,
+        # a negative turn index is huge: one pass checks 0 <= turn < N.)
+        if (
+            turns.view(np.uint64).max() < n_rows
+            and cell[-1] < _GRID_CELLS_PER_ROW * n_rows
+            and (cell[1:] > cell[:-1]).all()
+        ):
+            row_at = np.full(int(cell[-1]) + n_columns + 1, n_rows)  # n_rows: no turn there
+            row_at[cell] = np.arange(n_rows)
+            next_row = row_at.take(cell + n_columns)
+            has_next = next_row < n_rows
+            # No gaps iff every row after turn 0 is some row's next turn.
+            if np.count_nonzero(has_next) != n_rows - np.searchsorted(turns, 1):
+                next_row = None
+        if next_row is None:  # any other order, or turn indices with gaps: rank and sort
+            lengths = np.bincount(column, minlength=n_columns)
+            length = lengths[column]
+            # Turn indices that already run 0..len-1 in every episode are the ranks
+            # (duplicates then collide below).
+            if not (turns.min() >= 0 and (turns < length).all()):
+                rank = _turn_ranks(column, turns, lengths, column_keys)
+                cell = rank * n_columns + column
+            if not (cell[1:] > cell[:-1]).all():
+                order = np.argsort(cell)
+                cell, rank, column, length = cell[order], rank[order], column[order], length[order]
+                repeated = cell[1:] == cell[:-1]
+                if repeated.any():
+                    k = int(np.argmax(repeated))
+                    raise ValueError(
+                        f"duplicate (episode_id, turn_index) pair "
+                        f"({_plain(column_keys[column[k]])!r}, {int(rank[k])}); de-duplicate "
+                        f"repeated or padded turns first"
+                    )
+            has_next = rank < length - 1
         bounds = np.searchsorted(rank, np.arange(int(rank[-1]) + 2))
-        # The rows of turn t that have a next turn are, in the same order, the rows of turn
-        # t + 1, so the k-th row with a next turn belongs with the k-th row after turn 0.
-        has_next = rank < length - 1
+        blocks = [slice(a, b) for a, b in itertools.pairwise(bounds.tolist())]
         with_next = np.flatnonzero(has_next)
-        next_row = np.arange(n_rows)
-        next_row[with_next] = np.arange(bounds[1], n_rows)
-        blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         last_rows = np.flatnonzero(~has_next)
+        if next_row is None:
+            # The rows of turn t that have a next turn are, in the same order, the rows of turn
+            # t + 1, so the k-th row with a next turn belongs with the k-th row after turn 0.
+            next_row = np.arange(n_rows)
+            next_row[with_next] = np.arange(bounds[1], n_rows)
+        else:
+            next_row[last_rows] = last_rows
+        lengths = np.zeros(n_columns, dtype=np.int64)  # ids that do not occur: 0
+        lengths[column[last_rows]] = rank[last_rows] + 1
         return cls(
             order,
             column,
@@ -573,16 +639,15 @@ class _Turns:
         """``out[t] = increment[t] + carry[t] * out[t + 1]`` backwards over each episode's turns.
 
         The module's only loop: over turn positions, last first, each step vectorised over all
-        episodes (and over stacked recursions: it works along the last axis, ``[k, N]``).
-        ``out`` after an episode's last turn is 0: there ``next_row`` points at the row itself,
-        whose slot is set to 0 before the loop.
+        episodes (and over stacked recursions: it works along the last axis, ``[k, N]``). Runs in
+        place: ``increment`` becomes ``out``. ``carry`` must be 0 at an episode's last turn,
+        where ``next_row`` points at the row itself (a finite value that the 0 cancels).
         """
-        out = np.empty(increment.shape)
-        out[..., self.last_rows] = 0.0
+        out = increment
         for rows in reversed(self.blocks):
-            now = out[..., rows]
-            np.multiply(carry[..., rows], out.take(self.next_row[rows], axis=-1), out=now)
-            now += increment[..., rows]
+            now, later = out[..., rows], out.take(self.next_row[rows], axis=-1)
+            later *= carry[..., rows]
+            now += later
         return out
 
     def check_done_only_at_end(self, done: np.ndarray) -> None:
