@@ -9,7 +9,15 @@ The grammar of one response, token by token::
   character for character (its raw text, leading space included, re-encoded): the prompt demands a
   verbatim copy, KEEP subgoal tokens get no gradient (§2.3), forcing them costs the policy
   nothing, and an exact copy never draws the consistency penalty (§3), which compares the spans.
-* ``COMMAND`` is one of the row's admissible commands, walked in a token trie.
+* ``COMMAND`` is one of the row's admissible commands, walked in a token trie. A *template*
+  command, one whose bracket content is a ``<...>`` placeholder (:data:`TEMPLATE_COMMAND`, e.g.
+  WebShop's ``search[<your query>]``), stands for any command with the model's own words there:
+  the trie holds its prefix through ``[``, then the model writes a free query of 1 to
+  ``max_query_tokens`` tokens (a free subgoal's tokens less those containing ``[`` or ``]``), and
+  ``]`` ``</action>`` EOS are forced. Writing the placeholder literally would be a useless search.
+  Other commands still branch off the trie as before (a page may offer a template and clicks),
+  but one that starts with a template's prefix tokens is subsumed by the template: the query is
+  free from there.
 
 Every tag is a token sequence, so the grammar works with single-token tags (the word-level
 tokenizer) and with multi-token tags (Qwen's BPE) alike. The same :class:`ResponseState` drives
@@ -21,6 +29,7 @@ Forced tokens then have probability 1 and contribute neither gradient nor KL.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,18 +40,32 @@ KEEP, SWITCH = "KEEP", "SWITCH"
 _TEXT_CACHE_LIMIT = 100_000  # encoded commands and subgoals kept by a ResponseGrammar
 _TRIE_CACHE_LIMIT = 4_096  # action tries kept by a ResponseGrammar (a few KB each)
 _LEAF = -1  # trie key marking the end of an alternative; its value is the alternative's index
+_QUERY = -2  # trie key marking where a template's free query starts; its value is the index too
+#: Default longest free query of a template command, in tokens (a WebShop query is a few words).
+DEFAULT_MAX_QUERY_TOKENS = 16
+#: A template command: its bracket content is a ``<...>`` placeholder, as in WebShop's
+#: ``search[<your query>]``; the ``prefix`` group is the text through ``[``.
+TEMPLATE_COMMAND = re.compile(r"(?P<prefix>[^\[\]]*\[)<[^<>\[\]]*>\]")
 
 Trie = dict[int, "Trie | int"]
 
 
 def build_trie(sequences: Sequence[Sequence[int]]) -> Trie:
-    """A token trie; the leaf key ``-1`` holds the index of the sequence that ends there."""
+    """A token trie; the leaf key ``-1`` holds the index of the sequence that ends there.
+
+    A sequence may end with a negative marker instead (``-2``: a free query starts here, see
+    :meth:`ResponseGrammar.encode_commands`); that key then holds the index in place of ``-1``.
+    """
     root: Trie = {}
     for index, sequence in enumerate(sequences):
         node = root
         for token in sequence:
+            if token < 0:
+                node.setdefault(token, index)
+                break
             node = node.setdefault(token, {})  # type: ignore[assignment]
-        node.setdefault(_LEAF, index)
+        else:
+            node.setdefault(_LEAF, index)
     return root
 
 
@@ -60,8 +83,11 @@ class ResponseGrammar:
     action_close: list[int]  # </action> EOS
     eos_token_id: int
     free_allowed: torch.Tensor  # bool [vocab]: tokens allowed inside a free subgoal
+    query_allowed: torch.Tensor  # bool [vocab]: tokens allowed inside a template's free query
+    query_close: list[int]  # "]", which ends a template's query
     vocab_size: int
     max_subgoal_tokens: int
+    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS
     # Admissible sets and kept subgoals recur turn after turn (and every turn is replayed for the
     # update), so text encodings and action tries are cached; both caches are dropped when full.
     _text_ids: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
@@ -71,7 +97,11 @@ class ResponseGrammar:
 
     @classmethod
     def from_tokenizer(
-        cls, tokenizer: PreTrainedTokenizerBase, vocab_size: int, max_subgoal_tokens: int
+        cls,
+        tokenizer: PreTrainedTokenizerBase,
+        vocab_size: int,
+        max_subgoal_tokens: int,
+        max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
     ) -> ResponseGrammar:
         """Encode the grammar's fixed strings with ``tokenizer``.
 
@@ -80,11 +110,15 @@ class ResponseGrammar:
             vocab_size: Rows of the model's output layer (``>= len(tokenizer)``); ids at or past
                 ``len(tokenizer)`` are never allowed.
             max_subgoal_tokens: Longest free subgoal, in tokens.
+            max_query_tokens: Longest free query of a template command such as
+                ``search[<your query>]``, in tokens.
         """
         if tokenizer.eos_token_id is None:
             raise ValueError("constrained decoding needs a tokenizer with an eos token")
         if max_subgoal_tokens < 1:
             raise ValueError(f"max_subgoal_tokens must be >= 1, got {max_subgoal_tokens}")
+        if max_query_tokens < 1:
+            raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
 
         def encode(text: str) -> list[int]:
             return list(tokenizer.encode(text, add_special_tokens=False))
@@ -102,6 +136,12 @@ class ResponseGrammar:
             unspaced = spaced_words and not token.startswith(" ")
             if "<" in token or ">" in token or not token.strip() or unspaced:
                 free_allowed[token_id] = False
+        # A query holds no bracket: "]" is what ends it, and WebShop reads an action as
+        # "name[argument]" with a greedy regex, which a "[" in the query would break.
+        query_allowed = free_allowed.clone()
+        for token, token_id in vocab.items():
+            if "[" in token or "]" in token:
+                query_allowed[token_id] = False
         return cls(
             tokenizer=tokenizer,
             switch_open=encode("<switch>"),
@@ -110,13 +150,28 @@ class ResponseGrammar:
             action_close=encode("</action>") + [tokenizer.eos_token_id],
             eos_token_id=tokenizer.eos_token_id,
             free_allowed=free_allowed,
+            query_allowed=query_allowed,
+            query_close=encode("]"),
             vocab_size=vocab_size,
             max_subgoal_tokens=max_subgoal_tokens,
+            max_query_tokens=max_query_tokens,
         )
 
     def encode_commands(self, commands: Sequence[str]) -> list[list[int]]:
-        """Token sequences of the admissible commands, each followed by ``</action>`` EOS."""
-        return [self._encode(command) + self.action_close for command in dict.fromkeys(commands)]
+        """Token sequences of the admissible commands, each followed by ``</action>`` EOS.
+
+        A template command (:data:`TEMPLATE_COMMAND`) is its prefix through ``[`` then the marker
+        ``-2`` where the free query starts. The prefix is encoded alone: a BPE tokenizer may
+        merge ``[`` with the placeholder's ``<``, and the query must start on a token boundary.
+        """
+        sequences = []
+        for command in dict.fromkeys(commands):
+            template = TEMPLATE_COMMAND.fullmatch(command)
+            if template is not None:
+                sequences.append(self._encode(template["prefix"]) + [_QUERY])
+            else:
+                sequences.append(self._encode(command) + self.action_close)
+        return sequences
 
     def action_trie(self, commands: Sequence[str]) -> Trie:
         """The token trie of the commands' sequences (:meth:`encode_commands`); read-only."""
@@ -165,7 +220,8 @@ class ResponseState:
         self.forced: list[int] = list(grammar.switch_open)
         self.after_forced = "switch"
         self.node: Trie = {}
-        self.free_count = 0
+        self.free_count = 0  # tokens of the free subgoal so far
+        self.query_count = 0  # tokens of a template's free query so far
 
     def _enter(self, phase: str) -> None:
         grammar = self.grammar
@@ -185,51 +241,67 @@ class ResponseState:
         elif phase == "action":
             self.phase, self.node = "trie", grammar.action_trie(self.commands)
             self.after_trie = "done"
+        elif phase == "query":
+            self.phase, self.query_count = "query", 0
+        elif phase == "query_close":
+            self.phase, self.forced = "forced", grammar.query_close[1:] + grammar.action_close
+            self.after_forced = "done"
         elif phase == "done":
             self.phase = "done"
         else:  # pragma: no cover - internal
             raise AssertionError(phase)
 
     def allowed(self) -> list[int] | None:
-        """Allowed next token ids, or ``None`` for a free subgoal position (see :meth:`mask`)."""
+        """Allowed next token ids, or ``None`` at a free subgoal or query (see :meth:`mask`)."""
         if self.phase == "forced":
             return [self.forced[0]]
         if self.phase == "trie":
-            return [token for token in self.node if token != _LEAF]
-        if self.phase == "free":
+            return [token for token in self.node if token >= 0]
+        if self.phase in ("free", "query"):
             return None
         return [self.grammar.eos_token_id]
 
     def mask(self) -> torch.Tensor:
         """Bool ``[vocab]``: the allowed next tokens."""
         allowed = self.allowed()
+        grammar = self.grammar
         if allowed is not None:
-            mask = torch.zeros(self.grammar.vocab_size, dtype=torch.bool)
+            mask = torch.zeros(grammar.vocab_size, dtype=torch.bool)
             mask[allowed] = True
             return mask
-        close = self.grammar.subgoal_close[0]
-        if self.free_count >= self.grammar.max_subgoal_tokens:
-            mask = torch.zeros(self.grammar.vocab_size, dtype=torch.bool)
-        else:
-            mask = self.grammar.free_allowed.clone()
-        if self.free_count >= 1:
-            mask[close] = True
-        return mask
+        if self.phase == "query":
+            return _free_text_mask(
+                grammar.query_allowed,
+                grammar.query_close[0],
+                self.query_count,
+                grammar.max_query_tokens,
+            )
+        return _free_text_mask(
+            grammar.free_allowed,
+            grammar.subgoal_close[0],
+            self.free_count,
+            grammar.max_subgoal_tokens,
+        )
 
     def forced_tail(self, token: int) -> list[int] | None:
         """The tokens that must follow ``token`` through EOS, or ``None`` while one is a choice.
 
         Forced tokens are sampled with probability 1, so a caller knows the whole response as
-        soon as this is not ``None`` (``[]`` when ``token`` was the EOS). Looked up in the action
-        trie only, without consuming ``token``: every earlier phase still has the action ahead.
+        soon as this is not ``None`` (``[]`` when ``token`` was the EOS). Looked up without
+        consuming ``token``, in the action trie or in a template's query: every earlier phase
+        still has the action ahead, and a query is known once its ``]`` is written.
         """
+        if self.phase == "query":
+            if token == self.grammar.query_close[0] and self.query_count >= 1:
+                return self.grammar.query_close[1:] + self.grammar.action_close
+            return None
         if self.phase != "trie" or self.after_trie != "done":
             return None
         node = self.node.get(token)
         tail: list[int] = []
         while isinstance(node, dict) and _LEAF not in node:
-            if len(node) != 1:
-                return None
+            if _QUERY in node or len(node) != 1:
+                return None  # a query still to be written, or commands still to choose from
             ((token, node),) = node.items()
             tail.append(token)
         return tail
@@ -242,7 +314,9 @@ class ResponseState:
                 self._enter(self.after_forced)
         elif self.phase == "trie":
             self.node = self.node[token]  # type: ignore[assignment]
-            if _LEAF in self.node:
+            if _QUERY in self.node:
+                self._enter("query")
+            elif _LEAF in self.node:
                 choice = self.node[_LEAF]
                 if self.after_trie == "subgoal":
                     keep = choice == 0
@@ -254,6 +328,19 @@ class ResponseState:
                 self._enter("subgoal_close")
             else:
                 self.free_count += 1
+        elif self.phase == "query":
+            if token == self.grammar.query_close[0] and self.query_count >= 1:
+                self._enter("query_close")
+            else:
+                self.query_count += 1
+
+
+def _free_text_mask(allowed: torch.Tensor, close: int, count: int, limit: int) -> torch.Tensor:
+    """Free text after ``count`` tokens: ``allowed`` below ``limit``, ``close`` from one on."""
+    mask = allowed.clone() if count < limit else torch.zeros_like(allowed)
+    if count >= 1:
+        mask[close] = True
+    return mask
 
 
 class PlanExecuteLogitsProcessor(LogitsProcessor):
