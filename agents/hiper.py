@@ -155,6 +155,9 @@ class Args:
     """force the three-block format and an admissible command (off in the paper)"""
     max_subgoal_tokens: int = 16
     """longest free subgoal under constrained decoding"""
+    max_query_tokens: int = 16
+    """longest free query in a template command (WebShop's ``search[<your query>]``) under
+    constrained decoding"""
 
     # --- PPO ---
     num_iterations: int = 150
@@ -336,11 +339,22 @@ def hae_config(args: Args) -> hae.HAEConfig:
 def validate(args: Args) -> None:
     """Reject settings that cannot run, with a clear message."""
     problems = []
-    for name in ("num_envs", "max_turns", "num_iterations", "update_epochs", "minibatch_size"):
+    at_least_one = (
+        "num_envs",
+        "max_turns",
+        "num_iterations",
+        "update_epochs",
+        "minibatch_size",
+        "max_subgoal_tokens",
+        "max_query_tokens",
+    )
+    for name in at_least_one:
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1")
     if args.micro_batch_size < 1:
         problems.append("--micro-batch-size must be >= 1")
+    if args.env_workers < 0:
+        problems.append("--env-workers must be >= 0")
     if args.temperature <= 0 or args.eval_temperature <= 0:
         problems.append("temperatures must be > 0")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -442,7 +456,9 @@ def build_learner(args: Args, tokenizer_dir: Path | None = None) -> Learner:
     grammar = None
     if args.constrained_decoding:
         vocab_size = models.actor.get_output_embeddings().weight.shape[0]
-        grammar = ResponseGrammar.from_tokenizer(tokenizer, vocab_size, args.max_subgoal_tokens)
+        grammar = ResponseGrammar.from_tokenizer(
+            tokenizer, vocab_size, args.max_subgoal_tokens, max_query_tokens=args.max_query_tokens
+        )
     return Learner(
         args=args,
         tokenizer=tokenizer,

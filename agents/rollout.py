@@ -228,6 +228,7 @@ def collect_rollout(
             state.finished = turn.last
             times.bookkeeping += time.perf_counter() - clock
 
+    runner.idle()
     turns = [turn for state in states for turn in state.turns]
     episodes = [_episode_stats(state) for state in states]
     return Rollout(turns=turns, episodes=episodes, times=times)

@@ -64,6 +64,10 @@ def test_train_two_iterations_on_webshop(tmp_path):
 def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(SystemExit, match="num-envs must be >= 1"):
         hiper.main(["--num-envs", "0"])
+    with pytest.raises(SystemExit, match="env-workers must be >= 0"):
+        hiper.main(["--env-workers", "-1"])
+    with pytest.raises(SystemExit, match="max-query-tokens must be >= 1"):
+        hiper.main(["--max-query-tokens", "0"])
     assert hiper.main(["--resume", str(tmp_path / "missing")]) == 2
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hiper_gym.agents.models import TinyShape, load_actor, model_config
 from hiper_gym.agents.policy import pad_turns, policy_forward, read_values
-from hiper_gym.agents.turn_text import response_layout, response_token_offsets
 from hiper_gym.agents.tokenizer_builder import build_word_tokenizer
+from hiper_gym.agents.turn_text import response_layout, response_token_offsets
 from hiper_gym.wrappers import parse_response
 
 WORDS = ["go to drawer 1 find a mug take mug 2 from look"]
