@@ -11,6 +11,8 @@ import threading
 import urllib.request
 
 import pytest
+from selenium.webdriver.support.expected_conditions import presence_of_element_located
+from selenium.webdriver.support.wait import WebDriverWait
 
 from hiper_gym.webshop.browser_env import Chromium, WebShopBrowserEnv, chromium_available
 from hiper_gym.webshop.server import LocalServer, create_app, main
@@ -211,12 +213,16 @@ def test_script_in_a_title_shows_as_text_in_chromium(evil_shop):
         driver.get(f"{server.url}/new/{goal_index}")
         driver.find_element("id", "search_input").send_keys("boots")
         driver.find_element("css selector", ".search-form button").click()
-        title = driver.find_element(
-            "xpath", "//a[text()='B000EVIL01']/following-sibling::p[@class='title']"
+        wait = WebDriverWait(driver, timeout=10)  # a click returns before the next page loads
+        title = wait.until(
+            presence_of_element_located(
+                ("xpath", "//a[text()='B000EVIL01']/following-sibling::p[@class='title']")
+            )
         )
         assert title.text == EVIL_TITLE  # shown, literally, as text
         driver.find_element("link text", "B000EVIL01").click()
-        assert driver.find_element("css selector", ".item-title").text == EVIL_TITLE
+        item_title = wait.until(presence_of_element_located(("css selector", ".item-title")))
+        assert item_title.text == EVIL_TITLE
         assert driver.execute_script("return window.__pwned === undefined")  # nothing ran
         assert driver.find_elements("css selector", "img") == []
     finally:
