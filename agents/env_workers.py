@@ -82,7 +82,7 @@ def reset_env(
     prompt, info = env.reset(seed=seed, options=options)
     env_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    prompt_ids = chat_prompt_ids(tokenizer, [prompt], max_prompt_tokens)[0]
+    prompt_ids = chat_prompt_ids(tokenizer, prompt, max_prompt_tokens)
     return EnvReply(
         prompt_ids, info, env_seconds=env_seconds, text_seconds=time.perf_counter() - clock
     )
@@ -109,7 +109,7 @@ def play_response(
     prompt, _, terminated, truncated, info = env.step(reading.text)
     env_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    prompt_ids = chat_prompt_ids(tokenizer, [prompt], max_prompt_tokens)[0]
+    prompt_ids = chat_prompt_ids(tokenizer, prompt, max_prompt_tokens)
     text_seconds += time.perf_counter() - clock
     return EnvReply(
         prompt_ids, info, bool(terminated), bool(truncated), reading, env_seconds, text_seconds
@@ -321,11 +321,11 @@ class EnvWorkers(EnvRunner):
     def _send(self, index: int, kind: str, arguments: tuple[Any, ...]) -> None:
         if not self._connections:
             raise RuntimeError("the env workers are closed")
-        super()._send(index, kind, arguments)
         if self._starting:  # a worker that could not build its envs says so before anything else
             for worker in range(self.num_workers):
                 self._receive(worker)
             self._starting = False
+        super()._send(index, kind, arguments)
         worker = index % self.num_workers
         self._connections[worker].send((index // self.num_workers, kind, arguments))
 

@@ -97,11 +97,6 @@ class RolloutTimes:
     bookkeeping: float = 0.0
     in_workers: float = 0.0
 
-    @property
-    def total(self) -> float:
-        """All rollout time."""
-        return self.generation + self.env + self.bookkeeping
-
 
 @dataclass
 class EpisodeStats:

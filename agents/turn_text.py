@@ -19,20 +19,16 @@ from transformers import PreTrainedTokenizerBase
 
 
 def chat_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, prompt_texts: Sequence[str], max_prompt_tokens: int
-) -> list[list[int]]:
-    """Token ids of each prompt sent as one user message through the chat template.
+    tokenizer: PreTrainedTokenizerBase, prompt_text: str, max_prompt_tokens: int
+) -> list[int]:
+    """Token ids of a prompt sent as one user message through the chat template.
 
-    Each keeps its last ``max_prompt_tokens`` tokens; the texts are tokenized in one batch call.
+    Keeps the last ``max_prompt_tokens`` tokens.
     """
-    texts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-        for text in prompt_texts
-    ]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [list(ids[-max_prompt_tokens:]) for ids in encoded]
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt_text}], tokenize=False, add_generation_prompt=True
+    )
+    return list(tokenizer.encode(text, add_special_tokens=False)[-max_prompt_tokens:])
 
 
 def response_token_offsets(
