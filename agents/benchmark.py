@@ -136,6 +136,8 @@ class BenchmarkSpec:
     """every row is trained once per seed"""
     env_id: str | None = None
     """the env (default: the preset's)"""
+    data_dir: str | None = None
+    """the env's real data tree (``hiper-gym train --data-dir``; default: the embedded games)"""
     model: str | None = None
     """the base model every row starts from, e.g. an SFT model directory (default: the preset's)"""
     iterations: int | None = None
@@ -276,6 +278,7 @@ def common_flags(spec: BenchmarkSpec, run: RunSpec, jobs: int) -> list[str]:
     flags: list[str] = []
     for option, value in (
         ("--env-id", spec.env_id),
+        ("--data-dir", spec.data_dir),
         ("--model", run.model or spec.model),
         ("--eval-split", spec.eval_split),
         ("--eval-every", spec.eval_every),
@@ -949,6 +952,12 @@ def groups(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     return grouped
 
 
+def own_models_line(spec: BenchmarkSpec) -> list[str]:
+    """The rows that start from their own base model, if any (one markdown line)."""
+    own = [f"{run.name} `{run.model}`" for run in spec.runs if run.model]
+    return ["", f"Rows with their own base model: {', '.join(own)}."] if own else []
+
+
 def overall_rows(results: Sequence[RunResult], reps: int) -> list[list[str]]:
     """Per row: seeds, mean, std, t-interval, IQM with its bootstrap interval, cost."""
     rows = []
@@ -1060,9 +1069,11 @@ def summary_markdown(
     lines = [
         "# Benchmark summary",
         "",
-        f"env `{spec.env_id or 'preset default'}`, base model `{spec.model or 'preset default'}`, "
+        f"env `{spec.env_id or 'preset default'}`, data `{spec.data_dir or 'embedded'}`, "
+        f"base model `{spec.model or 'preset default'}`, "
         f"held-out split `{held_out_name(spec.eval_split, spec.env_id)}` ({mode} evaluations), "
         f"seeds {', '.join(map(str, spec.seeds))}, budget {budget}.",
+        *own_models_line(spec),
         "",
         "## Final held-out success",
         "",
@@ -1195,7 +1206,7 @@ Each (row, seed) is one `hiper-gym train` run in OUTPUT_DIR/runs/<row>__seed<see
 are skipped, killed ones resumed; then results.csv, summary.md and curves.png are written.
 Ctrl-C stops the trainings cleanly; the same command resumes them.
 
-Spec (YAML): env_id, model, seeds: [1, 2, 3], iterations: N or env_steps: N, eval_split,
+Spec (YAML): env_id, data_dir, model, seeds: [1, 2, 3], iterations: N or env_steps: N, eval_split,
 eval_every, flags: [...], runs: [{name, algorithm, preset, flags, model}, ...]
 (see examples/benchmark_alfworld.yaml)."""
 
@@ -1218,6 +1229,8 @@ class Args:
     """seeds (spec default: 1 2 3)"""
     env_id: str | None = None
     """the env of every run"""
+    data_dir: str | None = None
+    """the real data tree of every run, e.g. an ALFWorld tree (``json_2.1.1/``, ``logic/``)"""
     model: str | None = None
     """the base model of every run, e.g. an SFT model directory"""
     iterations: int | None = None
@@ -1260,7 +1273,15 @@ def build_spec(args: Args) -> BenchmarkSpec:
         raise SpecError("nothing to run: give --spec FILE or --algorithms ALGO ...")
     overrides = {
         key: getattr(args, key)
-        for key in ("env_id", "model", "iterations", "env_steps", "eval_split", "eval_every")
+        for key in (
+            "env_id",
+            "data_dir",
+            "model",
+            "iterations",
+            "env_steps",
+            "eval_split",
+            "eval_every",
+        )
         if getattr(args, key) is not None
     }
     if {"iterations", "env_steps"} & set(overrides):  # a budget flag replaces the spec's budget

@@ -96,15 +96,20 @@ def env_factory(
     response_format: str = "plan_execute",
     cache_size: int | None = None,
     expert: str | None = None,
+    data_dir: str | None = None,
 ) -> Callable[[], gym.Env]:
     """A picklable function that builds one response-parsing env with prompt observations.
 
     ``expert`` (ALFWorld's ``"walkthrough"`` or ``"handcoded"``) adds ``info["expert_plan"]``
     without changing the prompts, so demonstrations see what the trainer's envs show.
+    ``data_dir`` is the env's real data tree (``None``: its environment variable, else the
+    embedded default).
     """
     kwargs: dict[str, Any] = {}
     if split is not None:
         kwargs["split"] = split
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
     if cache_size is not None:
         kwargs["cache_size"] = cache_size
     if expert is not None:
@@ -117,6 +122,19 @@ def env_factory(
         style=response_format,
         **kwargs,
     )
+
+
+def env_settings(args: Any) -> dict[str, Any]:
+    """The :func:`env_factory` settings of a run's arguments (the trainer's, ``sft``'s).
+
+    One place, so the demonstrations, the training envs and every evaluation build the same env.
+    """
+    return {
+        "history_length": args.history_length,
+        "prompt_style": args.prompt_style,
+        "response_format": args.response_format,
+        "data_dir": args.data_dir,
+    }
 
 
 def make_envs(env_id: str, num_envs: int, **settings: Any) -> list[gym.Env]:

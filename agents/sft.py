@@ -76,6 +76,7 @@ from hiper_gym.agents.learner_setup import (
     build_env_tokenizer,
     build_models,
     env_factory,
+    env_settings,
     env_texts,
     is_config_only,
     load_tokenizer,
@@ -89,6 +90,7 @@ from hiper_gym.agents.tokenizer_builder import build_word_tokenizer, split_words
 from hiper_gym.agents.trainer import (
     DeferredInterrupt,
     check_range,
+    data_dir_problems,
     device_problems,
     model_problems,
     seed_everything,
@@ -142,6 +144,8 @@ class Args:
     # --- environment: the trainer's settings, so the prompts are the ones it shows ---
     env_id: str = "HiPER-ALFWorld-v0"
     """a registered text env (``HiPER-ALFWorld-v0``, ``HiPER-WebShop-v0``)"""
+    data_dir: str | None = None
+    """the env's real data (as the trainer's ``--data-dir``); ``None``: the embedded games"""
     train_split: str | None = "train"
     """the split whose games are demonstrated (``None``: the env's default)"""
     eval_split: str | None = None
@@ -601,9 +605,7 @@ def make_env(args: Args, split: str | None, expert: str | None = None) -> gym.En
     return env_factory(
         args.env_id,
         split=split,
-        history_length=args.history_length,
-        prompt_style=args.prompt_style,
-        response_format=args.response_format,
+        **env_settings(args),
         expert=expert,
     )()
 
@@ -941,9 +943,7 @@ def evaluate_base(state: SFTState) -> dict[str, Any]:
             args.env_id,
             args.eval_envs,
             split=split,
-            history_length=args.history_length,
-            prompt_style=args.prompt_style,
-            response_format=args.response_format,
+            **env_settings(args),
         )
         try:
             state.actor.eval()
@@ -1025,6 +1025,7 @@ def validate(args: Args) -> list[str]:
         problems.append(f"--prompt-style must be one of {PROMPT_STYLES}")
     if args.env_id not in gym.registry:
         problems.append(f"--env-id {args.env_id}: not a registered env")
+    problems += data_dir_problems(args.data_dir)
     return problems + device_problems(args.device) + model_problems(args.model)
 
 

@@ -60,6 +60,7 @@ from hiper_gym.agents.learner_setup import (
     build_models,
     draw_games,
     env_factory,
+    env_settings,
     is_config_only,
     load_tokenizer,
     make_envs,
@@ -72,6 +73,8 @@ from hiper_gym.agents.policy import TurnBatch, critic_forward, pad_turns, policy
 from hiper_gym.agents.rollout import Rollout, Turn, collect_rollout
 from hiper_gym.agents.run_logger import CURVE_FILE, QuietLogger, RunLogger, plot_learning_curve
 from hiper_gym.agents.sampler import Sampler, make_sampler
+from hiper_gym.alfworld.data import GameDataError
+from hiper_gym.webshop.catalogue import WebShopDataError
 
 #: ``hiper-gym train ALGO``: algorithm name -> module defining ``ALGORITHM``.
 ALGORITHMS: dict[str, str] = {
@@ -115,6 +118,10 @@ class TrainArgs:
     # --- environment ---
     env_id: str = "HiPER-ALFWorld-v0"
     """a registered text env (``HiPER-ALFWorld-v0``, ``HiPER-WebShop-v0``)"""
+    data_dir: str | None = None
+    """the env's real data: an ALFWorld tree (``json_2.1.1/`` and ``logic/``, as
+    ``ALFWORLD_DATA``) or a WebShop folder (``items_shuffle*.json``...); ``None``:
+    ``$ALFWORLD_DATA`` / ``$WEBSHOP_DATA`` if set, else the embedded games"""
     train_split: str | None = "train"
     """the env's split for training episodes (``None``: the env's default)"""
     eval_split: str | None = "held-out"
@@ -523,9 +530,16 @@ def validate(algorithm: Algorithm) -> list[str]:
     if args.env_id not in gym.registry:
         known = ", ".join(sorted(k for k in gym.registry if k.startswith("HiPER")))
         problems.append(f"--env-id {args.env_id}: not a registered env (known: {known})")
-    problems += model_problems(args.model)
+    problems += model_problems(args.model) + data_dir_problems(args.data_dir)
     problems += output_problems(args)
     return problems + algorithm.validate()
+
+
+def data_dir_problems(data_dir: str | None) -> list[str]:
+    """A message if ``--data-dir`` is given and is not a directory (its contents the env checks)."""
+    if data_dir is None or Path(data_dir).expanduser().is_dir():
+        return []
+    return [f"--data-dir {data_dir}: not a directory"]
 
 
 def device_problems(device: str) -> list[str]:
@@ -621,9 +635,7 @@ def build_learner(algorithm: Algorithm, tokenizer_dir: Path | None = None) -> Le
     make_env = env_factory(
         args.env_id,
         split=args.train_split,
-        history_length=args.history_length,
-        prompt_style=args.prompt_style,
-        response_format=args.response_format,
+        **env_settings(args),
     )
     probe_env = make_env()
     eval_probe = eval_envs(args, 1)  # built now: a bad --eval-split fails before training
@@ -751,9 +763,7 @@ def eval_envs(args: TrainArgs, count: int, split: str | None = None) -> list[Any
         args.env_id,
         count,
         split=split,
-        history_length=args.history_length,
-        prompt_style=args.prompt_style,
-        response_format=args.response_format,
+        **env_settings(args),
     )
 
 
@@ -1303,6 +1313,10 @@ def fail(message: str) -> int:
     return 2
 
 
+#: What the envs raise for unusable data (a ``--data-dir`` without games, a corrupt file).
+DATA_ERRORS = (GameDataError, WebShopDataError)
+
+
 def run_training(algorithm: Algorithm) -> int:
     """Validate, build (or resume) the learner, and run the train loop."""
     problems = validate(algorithm)
@@ -1315,12 +1329,15 @@ def run_training(algorithm: Algorithm) -> int:
         return fail(str(error))
     run_dir = distributed.from_main(ranks, run_dir)  # one run directory, named by rank 0
     if state is None and wants_base_policy(algorithm.args):
-        base = make_base_policy(algorithm.args, run_dir, ranks)
-        if base is None:
-            return 130
+        status, base = make_base_policy(algorithm.args, run_dir, ranks)
+        if status != 0:
+            return status
         algorithm.args = dataclasses.replace(algorithm.args, model=str(base))
     tokenizer_dir = Path(algorithm.args.resume) / TOKENIZER_DIR if state is not None else None
-    learner = build_learner(algorithm, tokenizer_dir)
+    try:
+        learner = build_learner(algorithm, tokenizer_dir)
+    except DATA_ERRORS as error:  # e.g. a --data-dir without the split's games
+        return fail(str(error))
     if state is not None:
         restore_learner(learner, state)
         if learner.sampler is not None:  # the engine started from the initial weights
@@ -1341,6 +1358,7 @@ BASE_POLICY_SETTINGS = (
     "threads",
     "progress",
     "env_id",
+    "data_dir",
     "train_split",
     "history_length",
     "prompt_style",
@@ -1368,8 +1386,11 @@ def wants_base_policy(args: TrainArgs) -> bool:
     return args.base_policy == "sft"
 
 
-def make_base_policy(args: TrainArgs, run_dir: Path, ranks: Ranks) -> Path | None:
-    """Behaviour-clone the base policy into ``<run>/base`` (rank 0); ``None`` if interrupted.
+def make_base_policy(args: TrainArgs, run_dir: Path, ranks: Ranks) -> tuple[int, Path]:
+    """Behaviour-clone the base policy into ``<run>/base`` (rank 0).
+
+    Returns ``hiper-gym sft``'s exit status (0, 130 when interrupted, 2 when, e.g., the expert won
+    no episode within ``--max-turns``) and the model directory.
 
     The base sees exactly the prompts, response format and grammar of the run (the shared
     settings above), so the run starts from the policy the demonstrations made.
@@ -1384,10 +1405,11 @@ def make_base_policy(args: TrainArgs, run_dir: Path, ranks: Ranks) -> Path | Non
         if args.base_demo_episodes is not None:
             argv += ["--demo-episodes", str(args.base_demo_episodes)]
         print(f"base policy: behaviour cloning into {model_dir.parent}", flush=True)
-        if sft.main(argv) != 0:
-            return None
+        status = sft.main(argv)
+        if status != 0:
+            return status, model_dir
     distributed.barrier(ranks)
-    return model_dir
+    return 0, model_dir
 
 
 def as_flags(args: Any, names: Sequence[str]) -> list[str]:

@@ -98,8 +98,10 @@ def test_the_example_spec_holds_the_papers_rows():
         "gigpo",
     ]
     assert spec.seeds == [1, 2, 3] and spec.eval_split == "valid_unseen"
-    assert spec.flags == ["--eval-episodes", "48"]
-    assert benchmark.budget_iterations(spec, SimpleNamespace(num_envs=32, max_turns=40)) == 140
+    assert spec.flags[-2:] == ["--eval-episodes", "48"]
+    flat_rows = {run.name for run in spec.runs if "flat" in run.flags}
+    assert {run.name for run in spec.runs if run.model and "base-flat" in run.model} == flat_rows
+    assert benchmark.budget_iterations(spec, SimpleNamespace(num_envs=32, max_turns=40)) == 40
 
 
 def write_yaml(tmp_path, text):
