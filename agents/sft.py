@@ -166,6 +166,10 @@ class Args:
     seeded order, and cycled when there are more episodes than games"""
     demo_fraction: float | None = None
     """instead of ``--demo-episodes``: this fraction of the training games, each played once"""
+    demo_expert: Literal["walkthrough", "handcoded"] = "walkthrough"
+    """ALFWorld's expert: ``walkthrough``, the game's shortest plan (it walks straight to the
+    object it knows the place of); ``handcoded``, ALFWorld's searching expert (DAgger's), which
+    looks in receptacles until it sees the object, as a policy must in a room it never saw"""
 
     # --- model ---
     model: str = "tiny"
@@ -377,12 +381,31 @@ def known_words(
     return "".join(" " + word for word in words)
 
 
-def alfworld_plan(info: dict[str, Any]) -> tuple[list[str], list[tuple[str, bool]]]:
-    """The walkthrough (``info["expert_plan"]``) and each step's subgoal (:func:`plan_segments`)."""
-    plan = list(info.get("expert_plan") or [])
+def alfworld_plan(plan: Sequence[str]) -> tuple[list[str], list[tuple[str, bool]]]:
+    """An ALFWorld expert plan and each step's subgoal (:func:`plan_segments`)."""
     if not plan:
-        raise ValueError("the env gives no expert_plan: build it with expert='walkthrough'")
-    return plan, plan_segments(plan, lambda command: command.startswith("go to "))
+        raise ValueError("the env gives no expert_plan: build it with an expert")
+    return list(plan), plan_segments(plan, lambda command: command.startswith("go to "))
+
+
+def expert_commands(env: gym.Env, seed: int, options: dict[str, Any], max_turns: int) -> list[str]:
+    """The commands ALFWorld's expert plays in one episode, one step at a time.
+
+    The handcoded expert answers one command per step (it searches, so its plan is not known
+    at reset); the episode is played once to record them, and the demonstration replays them
+    from the same reset, which leads through the same states.
+    """
+    _, info = env.reset(seed=seed, options=options)
+    commands: list[str] = []
+    for _ in range(max_turns):
+        plan = info.get("expert_plan") or []
+        if not plan:
+            break
+        commands.append(plan[0])
+        _, _, terminated, truncated, info = env.step(commands[-1])
+        if terminated or truncated:
+            break
+    return commands
 
 
 def webshop_plan(
@@ -473,11 +496,16 @@ def play_demonstration(
     the text is sent to the env, and the next prompt goes through the chat template
     (:func:`~hiper_gym.agents.turn_text.chat_prompt_ids`).
     """
-    prompt, info = env.reset(seed=seed, options=reset_options_for(env, game))
+    options = reset_options_for(env, game)
     if is_webshop(env):
+        prompt, info = env.reset(seed=seed, options=options)
         plan, segments = webshop_plan(env, info, tokenizer, args)
+    elif args.demo_expert == "handcoded":
+        plan, segments = alfworld_plan(expert_commands(env, seed, options, args.max_turns))
+        prompt, info = env.reset(seed=seed, options=options)
     else:
-        plan, segments = alfworld_plan(info)
+        prompt, info = env.reset(seed=seed, options=options)
+        plan, segments = alfworld_plan(info.get("expert_plan") or [])
     flat = args.response_format == "flat"
     flavor, style = env.get_wrapper_attr("flavor"), env.get_wrapper_attr("style")
     turns: list[Demonstration] = []
@@ -595,7 +623,7 @@ def make_demo_env(args: Args) -> gym.Env:
     An env without an ``expert`` argument (WebShop, whose oracle needs none) is built without.
     """
     try:
-        return make_env(args, args.train_split, expert="walkthrough")
+        return make_env(args, args.train_split, expert=args.demo_expert)
     except TypeError:
         return make_env(args, args.train_split)
 
