@@ -106,6 +106,33 @@ def test_alfworld_demonstrations_are_format_valid_and_follow_the_expert_plan(alf
             assert next(subgoals, None) is None  # every subgoal of the plan was written
 
 
+def handcoded_commands(game: int, seed: int) -> list[str]:
+    """ALFWorld's handcoded expert played alone: one command per step."""
+    env = gym.make("HiPER-ALFWorld-v0", split="train", expert="handcoded")
+    _, info = env.reset(seed=seed, options={"game": game})
+    commands = []
+    while info["expert_plan"] and len(commands) < 40:
+        commands.append(info["expert_plan"][0])
+        *_, terminated, truncated, info = env.step(commands[-1])
+        if terminated or truncated:
+            break
+    return commands
+
+
+def test_the_searching_expert_is_replayed_and_won(tmp_path):
+    args = quick_args(tmp_path, demo_expert="handcoded", demo_episodes=6)
+    _, _, _, demos = setup(args)
+    won = sorted({turn.episode for turn in demos.turns})
+    assert len(won) + len(demos.lost_episodes) == 6 and won
+    seeds = sft.demo_seeds(args, 6)
+    for episode in won:
+        turns = [turn for turn in demos.turns if turn.episode == episode]
+        # the expert's own episode, step for step (it starts by looking around, then searches)
+        assert [t.command for t in turns] == handcoded_commands(turns[0].game, seeds[episode])
+        assert turns[0].command == "look"
+        assert [t.switch for t in turns][0] and sum(t.switch for t in turns) >= 2
+
+
 def test_demonstration_prompts_are_the_trainers(alfworld):
     args, tokenizer, actor, grammar, demos = alfworld
     first = demos.turns[0]
