@@ -104,6 +104,17 @@ def test_the_example_spec_holds_the_papers_rows():
     assert benchmark.budget_iterations(spec, SimpleNamespace(num_envs=32, max_turns=40)) == 40
 
 
+def test_the_webshop_spec_holds_the_same_rows_on_the_test_goals():
+    alfworld = benchmark.load_spec(ROOT / "examples" / "benchmark_alfworld.yaml")
+    spec = benchmark.load_spec(ROOT / "examples" / "benchmark_webshop.yaml")
+    benchmark.check_spec(spec)
+    assert [(r.name, r.algorithm, r.flags) for r in spec.runs] == [
+        (r.name, r.algorithm, r.flags) for r in alfworld.runs
+    ]
+    assert spec.env_id == "HiPER-WebShop-v0" and spec.eval_split == "test" and spec.seeds == [1]
+    assert benchmark.budget_iterations(spec, SimpleNamespace(num_envs=32, max_turns=15)) == 20
+
+
 def write_yaml(tmp_path, text):
     path = tmp_path / "spec.yaml"
     path.write_text(text)
