@@ -678,11 +678,27 @@ class RunResult:
     points: list[EvalPoint]
     train_games: float | None = None
     """success on the training games at the end, beside the held-out figure"""
+    behaviour: dict[str, float] = field(default_factory=dict)
+    """training-rollout metrics (:data:`BEHAVIOUR_COLUMNS`), averaged over the last iterations"""
 
     @property
     def final(self) -> EvalPoint | None:
         """The final evaluation, once the run has finished."""
         return self.points[-1] if self.finished and self.points else None
+
+
+#: ``metrics.csv`` columns of the summary's "training behaviour" table, and their headers: how the
+#: policies act, to explain an ordering (does the hierarchy switch, how long are its segments).
+BEHAVIOUR_COLUMNS = {
+    "train/success": "training success",
+    "train/episode_turns": "turns per episode",
+    "train/switch_rate": "SWITCH rate",
+    "train/segment_length": "turns per subgoal",
+    "losses/entropy": "entropy",
+    "losses/kl": "KL to base",
+}
+#: The last this many iterations of a run are averaged for the behaviour table.
+BEHAVIOUR_ITERATIONS = 10
 
 
 def number(value: Any) -> float:
@@ -782,7 +798,21 @@ def read_run(planned: PlannedRun, split: str | None, mode: str) -> RunResult:
         finished=final is not None,
         points=points,
         train_games=train_games.get("success"),
+        behaviour=recent_means(metrics, BEHAVIOUR_COLUMNS, BEHAVIOUR_ITERATIONS),
     )
+
+
+def recent_means(
+    metrics: Sequence[Mapping[str, str]], columns: Iterable[str], last: int
+) -> dict[str, float]:
+    """Each column's mean over the last ``last`` rows that have it (absent: not in the dict)."""
+    means = {}
+    for column in columns:
+        values = [number(row.get(column)) for row in metrics]
+        values = [value for value in values if not math.isnan(value)][-last:]
+        if values:
+            means[column] = float(np.mean(values))
+    return means
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1007,6 +1037,18 @@ def per_task_rows(results: Sequence[RunResult], tasks: Sequence[str]) -> list[li
     return rows
 
 
+def behaviour_rows(results: Sequence[RunResult]) -> list[list[str]]:
+    """Per row: the behaviour columns' mean over seeds (a flat row has no SWITCH to count)."""
+    rows = []
+    for name, runs in groups(results).items():
+        row = [name]
+        for column in BEHAVIOUR_COLUMNS:
+            values = [run.behaviour[column] for run in runs if column in run.behaviour]
+            row.append(f"{np.mean(values):.3g}" if values else "-")
+        rows.append(row)
+    return rows
+
+
 def crossing_rows(results: Sequence[RunResult], levels: Sequence[float]) -> list[list[str]]:
     """Per row and level: seeds that reached it, mean env steps and iterations, per seed."""
     rows = []
@@ -1087,6 +1129,9 @@ def summary_markdown(
     lines += ["", "## Sample efficiency", "", efficiency_line(results, max(levels)), ""]
     header = ["run", "level", "seeds reached", "env steps (mean)", "iterations (mean)", "per seed"]
     lines += markdown_table(header, crossing_rows(results, levels))
+    if any(run.behaviour for run in results):
+        lines += ["", f"## Training behaviour (last {BEHAVIOUR_ITERATIONS} iterations)", ""]
+        lines += markdown_table(["run", *BEHAVIOUR_COLUMNS.values()], behaviour_rows(results))
     lines += ["", *METHOD_NOTES]
     return "\n".join(lines) + "\n"
 
@@ -1103,6 +1148,9 @@ METHOD_NOTES = [
     "- *train games*: the final success on the training games, beside the held-out figure.",
     "- *Sample efficiency*: the first evaluation at or above the level; means are over the seeds "
     "that reached it; env steps are the turns the run actually played.",
+    "- *Training behaviour*: `metrics.csv` of the training rollouts, the mean of the last "
+    f"{BEHAVIOUR_ITERATIONS} iterations, then over seeds. SWITCH rate: the share of turns that "
+    "start a subgoal (0 in the flat format, where a subgoal is the whole episode).",
 ]
 
 

@@ -286,6 +286,22 @@ def test_report_from_run_directories(tmp_path):
     assert [result.finished for result in results].count(False) == 1
 
 
+def test_the_behaviour_table_averages_the_last_iterations_then_the_seeds():
+    metrics = [{"train/switch_rate": str(v), "losses/kl": ""} for v in (9.0, 0.2, 0.4)]
+    assert benchmark.recent_means(metrics, ["train/switch_rate", "losses/kl"], 2) == {
+        "train/switch_rate": pytest.approx(0.3)  # the last two; an empty column is left out
+    }
+    runs = [
+        benchmark.RunResult("h", "hiper", seed, True, [], behaviour={"train/switch_rate": rate})
+        for seed, rate in ((1, 0.3), (2, 0.5))
+    ]
+    runs.append(benchmark.RunResult("p", "ppo", 1, True, []))
+    rows = benchmark.behaviour_rows(runs)
+    switch = 1 + list(benchmark.BEHAVIOUR_COLUMNS).index("train/switch_rate")
+    assert rows[0][0] == "h" and rows[0][switch] == "0.4"
+    assert rows[1] == ["p"] + ["-"] * len(benchmark.BEHAVIOUR_COLUMNS)
+
+
 def test_the_mean_curve_interpolates_the_seeds_onto_shared_env_steps():
     runs = [
         benchmark.RunResult("a", "ppo", 1, True, [point(1, 0.0, 0), point(2, 1.0, 100)]),
