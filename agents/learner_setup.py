@@ -223,13 +223,13 @@ def env_texts(
 
 
 def build_env_tokenizer(
-    envs: Iterable[gym.Env], play_episodes: int = 16
+    envs: Iterable[gym.Env], play_episodes: int = 16, extra_texts: Iterable[str] = ()
 ) -> PreTrainedTokenizerBase:
-    """A word-level tokenizer over the texts of ``envs`` (see :func:`env_texts`).
+    """A word-level tokenizer over the texts of ``envs`` (:func:`env_texts`) and ``extra_texts``.
 
     Envs that list game files are read, not played; the others are played.
     """
-    texts: list[str] = []
+    texts: list[str] = list(extra_texts)
     for env in envs:
         has_files = bool(getattr(env.unwrapped, "game_files", None))
         texts += env_texts(env, play_episodes=0 if has_files else play_episodes)

@@ -70,6 +70,7 @@ from hiper_gym.agents.constrained import (
     ResponseGrammar,
     allowed_token_masks,
 )
+from hiper_gym.agents.demo_renaming import PLACEHOLDER_WORDS, rename_pool, renamed_copies
 from hiper_gym.agents.evaluate import evaluate_policy, success_summary
 from hiper_gym.agents.learner_setup import (
     PROMPT_STYLES,
@@ -166,6 +167,10 @@ class Args:
     seeded order, and cycled when there are more episodes than games"""
     demo_fraction: float | None = None
     """instead of ``--demo-episodes``: this fraction of the training games, each played once"""
+    rename_copies: int = 0
+    """ALFWorld: also clone this many renamed copies of every demonstration episode, each with
+    its objects and receptacles given other names throughout (``agents/demo_renaming.py``), so
+    the policy learns to act on the names the goal gives rather than on memorised ones"""
     demo_expert: Literal["walkthrough", "handcoded"] = "walkthrough"
     """ALFWorld's expert: ``walkthrough``, the game's shortest plan (it walks straight to the
     object it knows the place of); ``handcoded``, ALFWorld's searching expert (DAgger's), which
@@ -612,9 +617,35 @@ def collect_demonstrations(
                 demos.turns.extend(turns)
             else:
                 demos.lost_episodes.append(episode)
-        return demos
     finally:
         env.close()
+    if args.rename_copies:
+        demos.turns += renamed_demonstrations(demos, args, tokenizer, grammar)
+    return demos
+
+
+def renamed_demonstrations(
+    demos: DemoSet, args: Args, tokenizer: PreTrainedTokenizerBase, grammar: ResponseGrammar
+) -> list[Demonstration]:
+    """``--rename-copies`` renamed copies of the won episodes, numbered after the expert's."""
+
+    def encode(
+        prompt: str, command: str, commands: list[str], subgoal: str | None, switch: bool
+    ) -> tuple[list[int], list[int]]:
+        return (
+            chat_prompt_ids(tokenizer, prompt, args.max_prompt_tokens),
+            response_ids(grammar, command, commands, subgoal, switch),
+        )
+
+    placeholders = is_config_only(args.model)  # the tiny tokenizer added them (build_tokenizer)
+    return renamed_copies(
+        demos.turns,
+        args.rename_copies,
+        rename_pool(demos.turns, placeholders),
+        np.random.default_rng([args.seed, 2]),
+        encode,
+        first_episode=demos.episodes,
+    )
 
 
 def make_demo_env(args: Args) -> gym.Env:
@@ -678,7 +709,8 @@ def build_tokenizer(args: Args) -> PreTrainedTokenizerBase:
     envs = [make_env(args, split) for split in splits]
     try:
         if not is_webshop(envs[0]):
-            return build_env_tokenizer(envs)
+            extra = PLACEHOLDER_WORDS if args.rename_copies else ()
+            return build_env_tokenizer(envs, extra_texts=extra)
         texts = [text for env in envs for text in env_texts(env, play_episodes=16)]
         return build_word_tokenizer(texts + catalogue_texts(envs[0]))
     finally:
@@ -1054,6 +1086,10 @@ def validate(args: Args) -> list[str]:
     if args.env_id not in gym.registry:
         problems.append(f"--env-id {args.env_id}: not a registered env")
     problems += data_dir_problems(args.data_dir)
+    if args.rename_copies < 0:
+        problems.append(f"--rename-copies must be >= 0, got {args.rename_copies}")
+    if args.rename_copies and "alfworld" not in args.env_id.lower():
+        problems.append("--rename-copies renames ALFWorld's objects and receptacles: ALFWorld only")
     return problems + device_problems(args.device) + model_problems(args.model)
 
 
