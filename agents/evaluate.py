@@ -57,12 +57,15 @@ def evaluate_policy(
     grammar: ResponseGrammar | None,
     seed: int,
     probe_env: gym.Env | None = None,
+    transcript: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Play ``num_episodes`` episodes spread over the envs' games; success overall and per type.
 
     ``envs`` is a list of envs or an env runner (:mod:`hiper_gym.agents.env_workers`); the games
     are counted and mapped to reset options on ``probe_env`` (default: the first env of a list),
     an env like the others.
+
+    ``transcript``, when given, receives one :func:`transcript_row` per turn played.
 
     Returns:
         ``{"success", "interval", "episodes", "return", "per_task": {type: {"success",
@@ -95,7 +98,62 @@ def evaluate_policy(
             first_episode_id=first,
         )
         episodes.extend(rollout.episodes)
+        if transcript is not None:
+            transcript += [
+                transcript_row(turn, games[turn.episode_id - first]) for turn in rollout.turns
+            ]
     return summarize(episodes)
+
+
+def transcript_row(turn: Any, game: int | None) -> dict[str, Any]:
+    """One played turn, as ``hiper-gym eval --transcripts`` writes it (a JSON line)."""
+    subgoal = turn.subgoal_span
+    if subgoal is not None:
+        subgoal = subgoal.removeprefix("<subgoal>").removesuffix("</subgoal>").strip()
+    return {
+        "episode": turn.episode_id,
+        "game": game,
+        "task_type": turn.task_type,
+        "turn": turn.turn_index,
+        "switch": bool(turn.is_switch),
+        "subgoal": subgoal,
+        "action": turn.action,
+        "format_valid": bool(turn.format_valid),
+        "won": bool(turn.won),
+        "last": bool(turn.last),
+    }
+
+
+def subgoal_use(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """How a Plan-Execute policy used its subgoals, from transcript rows.
+
+    A *segment* runs from a SWITCH to the turn before the next one. ``switch_rate`` is the share
+    of turns that SWITCH, ``segment_length`` the mean turns per segment, ``carried_out`` the
+    share of segments whose subgoal text is played as an action within the segment (the
+    demonstrations' subgoals name the segment's last command, e.g. ``take x 1 from y 2``), and
+    ``words_acted`` the mean share of a subgoal's words that the segment's actions contain.
+    """
+    segments: list[tuple[str | None, list[str]]] = []
+    previous_episode = None
+    for row in rows:
+        if row["switch"] or row["episode"] != previous_episode or not segments:
+            segments.append((row["subgoal"], []))
+        segments[-1][1].append(str(row["action"]))
+        previous_episode = row["episode"]
+    if not segments:
+        return {"switch_rate": 0.0, "segment_length": 0.0, "carried_out": 0.0, "words_acted": 0.0}
+    carried = [subgoal is not None and subgoal in actions for subgoal, actions in segments]
+    acted = []
+    for subgoal, actions in segments:
+        words = (subgoal or "").split()
+        played = set(" ".join(actions).split())
+        acted.append(sum(word in played for word in words) / len(words) if words else 0.0)
+    return {
+        "switch_rate": float(np.mean([row["switch"] for row in rows])),
+        "segment_length": len(rows) / len(segments),
+        "carried_out": float(np.mean(carried)),
+        "words_acted": float(np.mean(acted)),
+    }
 
 
 def spread_game(episode: int, num_episodes: int, total_games: int) -> int | None:
@@ -173,6 +231,9 @@ class EvalArgs:
     """seed of the sampling"""
     output: str | None = None
     """also write the summary as JSON here"""
+    transcripts: str | None = None
+    """also write every turn played here, one JSON line each (episode, game, task type, turn,
+    SWITCH, subgoal, action, won), and print how the subgoals were used"""
 
 
 def eval_problems(eval_args: EvalArgs) -> list[str]:
@@ -236,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     restore_learner(learner, state)
     seed_everything(eval_args.seed)
+    transcript: list[dict[str, Any]] | None = [] if eval_args.transcripts else None
     try:
         summary = evaluate_policy(
             learner.envs,
@@ -256,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             grammar=learner.grammar,
             seed=eval_args.seed,
             probe_env=learner.probe_env,
+            transcript=transcript,
         )
     finally:
         close_learner_envs(learner)
@@ -263,6 +326,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(success_summary(summary, title=title))
     if eval_args.output:
         Path(eval_args.output).write_text(json.dumps(summary, indent=2))
+    if transcript is not None and eval_args.transcripts:
+        text = "".join(json.dumps(row) + "\n" for row in transcript)
+        Path(eval_args.transcripts).write_text(text)
+        use = subgoal_use(transcript)
+        print(
+            f"subgoals: SWITCH on {use['switch_rate']:.1%} of turns, "
+            f"{use['segment_length']:.2f} turns per subgoal, "
+            f"{use['carried_out']:.1%} of subgoals played as an action within their segment, "
+            f"{use['words_acted']:.1%} of a subgoal's words in its segment's actions"
+        )
     return 0
 
 

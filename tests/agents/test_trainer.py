@@ -265,6 +265,30 @@ def test_eval_flags_are_checked_before_loading(tmp_path, capsys):
     argv = ["--checkpoint", run, "--temperature", "0", "--episodes", "2", "--output", str(output)]
     assert evaluate.main([*argv, "--max-turns", "2"]) == 0  # 0 is greedy, not "unset"
     assert json.loads(output.read_text())["episodes"] == 2
+    transcripts = tmp_path / "turns.jsonl"
+    argv = ["--checkpoint", run, "--episodes", "3", "--max-turns", "2"]
+    assert evaluate.main([*argv, "--transcripts", str(transcripts)]) == 0
+    rows = [json.loads(line) for line in transcripts.read_text().splitlines()]
+    assert sorted({row["episode"] for row in rows}) == [0, 1, 2]
+    assert all(row["turn"] < 2 and row["task_type"] and row["action"] for row in rows)
+    assert rows[0]["switch"] and rows[0]["subgoal"]  # a Plan-Execute episode opens a subgoal
+    assert "turns per subgoal" in capsys.readouterr().out
+
+
+def test_subgoal_use_counts_segments_and_their_actions():
+    def row(episode, switch, subgoal, action):
+        return {"episode": episode, "switch": switch, "subgoal": subgoal, "action": action}
+
+    rows = [
+        row(0, True, "take x 1 from y 1", "go to y 1"),
+        row(0, False, "take x 1 from y 1", "take x 1 from y 1"),  # carried out in its segment
+        row(0, True, "put x 1 in z 1", "go to w 1"),  # only its two "1"s played
+        row(1, False, "open q 1", "look"),  # a new episode opens a segment
+    ]
+    use = evaluate.subgoal_use(rows)
+    assert use["switch_rate"] == 0.5 and use["segment_length"] == 4 / 3
+    assert use["carried_out"] == pytest.approx(1 / 3)
+    assert use["words_acted"] == pytest.approx((1 + 2 / 6 + 0) / 3)
 
 
 def test_envs_on_ray_actors_train_like_local_workers(tmp_path):
