@@ -191,6 +191,9 @@ class TrainArgs:
     """with ``--base-policy sft``: expert episodes to clone (``None``: every training game once)"""
     base_sft_steps: int = 200
     """with ``--base-policy sft``: optimizer steps of behaviour cloning (32 turns each)"""
+    base_rename_copies: int = 0
+    """with ``--base-policy sft`` on ALFWorld: renamed copies of every demonstration episode
+    (``hiper-gym sft --rename-copies``)"""
 
     # --- generation ---
     temperature: float = 1.0
@@ -462,8 +465,16 @@ AT_LEAST_ONE = (
     "tiny_intermediate_size",
     "lora_rank",
     "lora_alpha",
+    "base_sft_steps",
 )
-AT_LEAST_ZERO = ("env_workers", "history_length", "eval_every", "seed", "weight_decay")
+AT_LEAST_ZERO = (
+    "env_workers",
+    "history_length",
+    "eval_every",
+    "seed",
+    "weight_decay",
+    "base_rename_copies",
+)
 #: Float settings that must be finite and > 0, and those that must be finite and >= 0.
 POSITIVE = ("learning_rate", "critic_learning_rate", "temperature", "eval_temperature")
 NON_NEGATIVE = ("ent_coef", "kl_coef", "vf_clip", "shared_vf_coef", "max_grad_norm")
@@ -1402,6 +1413,7 @@ def make_base_policy(args: TrainArgs, run_dir: Path, ranks: Ranks) -> tuple[int,
         argv = as_flags(args, BASE_POLICY_SETTINGS)
         argv += ["--output-dir", str(run_dir), "--run-name", "base", "--eval-episodes", "0"]
         argv += ["--max-steps", str(args.base_sft_steps)]
+        argv += ["--rename-copies", str(args.base_rename_copies)]
         if args.base_demo_episodes is not None:
             argv += ["--demo-episodes", str(args.base_demo_episodes)]
         print(f"base policy: behaviour cloning into {model_dir.parent}", flush=True)
