@@ -665,6 +665,8 @@ class EvalPoint:
     high: float
     n: int
     per_task: dict[str, float] = field(default_factory=dict)
+    score: float = math.nan
+    """the env's own score (WebShop's task score; ALFWorld's equals success)"""
 
 
 @dataclass
@@ -678,6 +680,8 @@ class RunResult:
     points: list[EvalPoint]
     train_games: float | None = None
     """success on the training games at the end, beside the held-out figure"""
+    train_score: float | None = None
+    """the env's score on the training games at the end"""
     behaviour: dict[str, float] = field(default_factory=dict)
     """training-rollout metrics (:data:`BEHAVIOUR_COLUMNS`), averaged over the last iterations"""
 
@@ -764,6 +768,7 @@ def points_from_eval_csv(rows: list[dict[str, str]], wall: Mapping[int, float]) 
                 high=number(overall.get("high")),
                 n=int(number(overall.get("n")) or 0),
                 per_task={t: number(r.get("success")) for t, r in tasks.items() if t != "all"},
+                score=number(overall.get("score")),
             )
         )
     return points
@@ -790,6 +795,8 @@ def read_run(planned: PlannedRun, split: str | None, mode: str) -> RunResult:
     rows = safe_rows(directory / EVAL_FILE)
     rows = only_if_present(only_if_present(rows, "split", split), "mode", mode)
     points = points_from_eval_csv(rows, wall)
+    if final is not None and points and math.isnan(points[-1].score):  # eval.csv before scores
+        points[-1].score = number(final.get("score"))
     train_games = (final or {}).get("train_games") or {}
     return RunResult(
         name=planned.run.name,
@@ -798,6 +805,7 @@ def read_run(planned: PlannedRun, split: str | None, mode: str) -> RunResult:
         finished=final is not None,
         points=points,
         train_games=train_games.get("success"),
+        train_score=train_games.get("score"),
         behaviour=recent_means(metrics, BEHAVIOUR_COLUMNS, BEHAVIOUR_ITERATIONS),
     )
 
@@ -920,7 +928,8 @@ def write_results_csv(results: Sequence[RunResult], path: Path) -> Path:
     """One row per held-out evaluation of every run; ``final`` marks the final evaluation."""
     tasks = task_types(results)
     columns = ["run", "algorithm", "seed", "iteration", "episodes", "env_steps", "wall_time_s"]
-    columns += ["final", "success", "low", "high", "n"] + [f"success/{task}" for task in tasks]
+    columns += ["final", "success", "low", "high", "n", "score"]
+    columns += [f"success/{task}" for task in tasks]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -929,7 +938,7 @@ def write_results_csv(results: Sequence[RunResult], path: Path) -> Path:
                 row = [result.name, result.algorithm, result.seed, point.iteration, point.episodes]
                 row += [cell(point.env_steps, 0), cell(point.wall_time, 1)]
                 row += [int(point is result.final), cell(point.success), cell(point.low)]
-                row += [cell(point.high), point.n]
+                row += [cell(point.high), point.n, cell(point.score)]
                 row += [cell(point.per_task.get(task, math.nan)) for task in tasks]
                 writer.writerow(row)
     return path
@@ -988,8 +997,27 @@ def own_models_line(spec: BenchmarkSpec) -> list[str]:
     return ["", f"Rows with their own base model: {', '.join(own)}."] if own else []
 
 
-def overall_rows(results: Sequence[RunResult], reps: int) -> list[list[str]]:
-    """Per row: seeds, mean, std, t-interval, IQM with its bootstrap interval, cost."""
+def has_scores(results: Sequence[RunResult]) -> bool:
+    """Some evaluation has a score that is not its success (WebShop's partial credit)."""
+    return any(
+        not math.isnan(point.score) and not math.isclose(point.score, point.success)
+        for run in results
+        for point in run.points
+    )
+
+
+def score_cells(runs: Sequence[RunResult]) -> list[str]:
+    """Mean final held-out score and training-games score of a row's finished runs."""
+    finals = [run.final.score for run in runs if run.final and not math.isnan(run.final.score)]
+    train = [run.train_score for run in runs if run.final and run.train_score is not None]
+    return [f"{np.mean(v):.3f}" if v else "-" for v in (finals, train)]
+
+
+def overall_rows(results: Sequence[RunResult], reps: int, scores: bool = False) -> list[list[str]]:
+    """Per row: seeds, mean, std, t-interval, IQM with its bootstrap interval, cost.
+
+    ``scores`` adds the held-out and training-games scores (WebShop).
+    """
     rows = []
     for name, runs in groups(results).items():
         finished = [run for run in runs if run.final is not None]
@@ -997,7 +1025,7 @@ def overall_rows(results: Sequence[RunResult], reps: int) -> list[list[str]]:
         values = [point.success for point in finals]
         count = f"{len(finals)}/{len(runs)}"
         if not finals:
-            rows.append([name, runs[0].algorithm, count] + ["-"] * 8)
+            rows.append([name, runs[0].algorithm, count] + ["-"] * (10 if scores else 8))
             continue
         matrix = score_matrix(finals)
         train = [run.train_games for run in finished if run.train_games is not None]
@@ -1016,6 +1044,7 @@ def overall_rows(results: Sequence[RunResult], reps: int) -> list[list[str]]:
                 format_rate(float(np.mean(train))) if train else "-",
                 f"{np.mean([p.env_steps for p in finals]):,.0f}",
                 f"{np.mean([p.wall_time for p in finals]) / 60:.1f}",
+                *(score_cells(runs) if scores else []),
             ]
         )
     return rows
@@ -1122,7 +1151,9 @@ def summary_markdown(
     ]
     header = ["run", "algorithm", "seeds", "mean", "std", "95% t-CI", "IQM", "IQM 95% CI"]
     header += ["train games", "env steps", "minutes"]
-    lines += markdown_table(header, overall_rows(results, reps))
+    scores = has_scores(results)
+    header += ["score", "train score"] if scores else []
+    lines += markdown_table(header, overall_rows(results, reps, scores))
     if tasks:
         lines += ["", "## Per task type (mean ± std over seeds)", ""]
         lines += markdown_table(["run", *tasks], per_task_rows(results, tasks))
@@ -1146,6 +1177,8 @@ METHOD_NOTES = [
     "- *IQM 95% CI*: percentile interval of a stratified bootstrap (seeds resampled with "
     "replacement within each task type), as `rliable`'s `StratifiedBootstrap`.",
     "- *train games*: the final success on the training games, beside the held-out figure.",
+    "- *score, train score* (WebShop): the env's mean task score of the final evaluation "
+    "(partial credit for attributes, options and price), held-out and on the training goals.",
     "- *Sample efficiency*: the first evaluation at or above the level; means are over the seeds "
     "that reached it; env steps are the turns the run actually played.",
     "- *Training behaviour*: `metrics.csv` of the training rollouts, the mean of the last "

@@ -182,6 +182,7 @@ def summarize(episodes: Sequence[Any]) -> dict[str, Any]:
             "success": wins / max(len(group), 1),
             "interval": wilson_interval(wins, len(group)),
             "episodes": len(group),
+            "score": episode_score(group),
         }
 
     per_task: dict[str, list[Any]] = {}
@@ -189,12 +190,18 @@ def summarize(episodes: Sequence[Any]) -> dict[str, Any]:
         per_task.setdefault(episode.task_type or "(no task type)", []).append(episode)
     summary = block(episodes)
     summary["return"] = float(np.mean([episode.env_return for episode in episodes]))
-    # the env's own score of the last step: WebShop's task score in [0, 1]; won for ALFWorld
-    summary["score"] = float(
-        np.mean([getattr(episode, "score", episode.won) for episode in episodes])
-    )
     summary["per_task"] = {task: block(group) for task, group in sorted(per_task.items())}
     return summary
+
+
+def episode_score(episodes: Sequence[Any]) -> float:
+    """The mean of the env's score at each episode's last step (0 without episodes).
+
+    WebShop's task score in [0, 1]; ALFWorld's is ``won``.
+    """
+    if not episodes:
+        return 0.0
+    return float(np.mean([getattr(episode, "score", episode.won) for episode in episodes]))
 
 
 def success_summary(summary: dict[str, Any], title: str = "evaluation") -> str:

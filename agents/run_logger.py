@@ -28,6 +28,7 @@ EVAL_COLUMNS = [
     "low",
     "high",
     "n",
+    "score",
 ]
 CURVE_FILE = "learning_curve.png"
 SMOOTHING = 5
@@ -94,6 +95,7 @@ class RunLogger:
                 "low": block["interval"][0],
                 "high": block["interval"][1],
                 "n": block["episodes"],
+                "score": block.get("score"),
             }
             for task, block in blocks
         ]

@@ -286,6 +286,29 @@ def test_report_from_run_directories(tmp_path):
     assert [result.finished for result in results].count(False) == 1
 
 
+def test_webshop_scores_are_reported_beside_success(tmp_path):
+    from hiper_gym.agents.run_logger import RunLogger
+
+    spec = BenchmarkSpec(runs=[RunSpec("shop", "grpo")], seeds=[1, 2], iterations=10)
+    planned = []
+    for seed, (success, score) in zip(spec.seeds, [(0.05, 0.40), (0.10, 0.50)], strict=True):
+        directory = tmp_path / "runs" / f"shop__seed{seed}"
+        logger = RunLogger(directory, ["iteration"], tensorboard=False)
+        block = {"success": success, "interval": (0.0, 0.2), "episodes": 64, "score": score}
+        position = {"iteration": 10, "episodes": 320, "env_steps": 3000, "split": "test"}
+        logger.log_evaluation({**position, "mode": "sampled"}, {**block, "per_task": {}})
+        final = {**block, "train_games": {"success": 0.2, "score": 0.6}}
+        (directory / "final_eval.json").write_text(json.dumps(final))
+        planned.append(PlannedRun(spec.runs[0], seed, directory, 10, []))
+    benchmark.write_report(planned, spec, tmp_path, reps=200)
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [float(row["score"]) for row in rows] == [0.40, 0.50]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| minutes | score | train score |" in summary
+    shop = next(line for line in summary.splitlines() if line.startswith("| shop |"))
+    assert shop.endswith("| 0.450 | 0.600 |")  # means over the seeds
+
+
 def test_the_behaviour_table_averages_the_last_iterations_then_the_seeds():
     metrics = [{"train/switch_rate": str(v), "losses/kl": ""} for v in (9.0, 0.2, 0.4)]
     assert benchmark.recent_means(metrics, ["train/switch_rate", "losses/kl"], 2) == {
