@@ -193,7 +193,8 @@ class TrainArgs:
     """with ``--base-policy sft``: optimizer steps of behaviour cloning (32 turns each)"""
     base_rename_copies: int = 0
     """with ``--base-policy sft`` on ALFWorld: renamed copies of every demonstration episode
-    (``hiper-gym sft --rename-copies``)"""
+    (``hiper-gym sft --rename-copies``); not used on other envs, whose base clones the plain
+    demonstrations"""
 
     # --- generation ---
     temperature: float = 1.0
@@ -1413,7 +1414,8 @@ def make_base_policy(args: TrainArgs, run_dir: Path, ranks: Ranks) -> tuple[int,
         argv = as_flags(args, BASE_POLICY_SETTINGS)
         argv += ["--output-dir", str(run_dir), "--run-name", "base", "--eval-episodes", "0"]
         argv += ["--max-steps", str(args.base_sft_steps)]
-        argv += ["--rename-copies", str(args.base_rename_copies)]
+        if "alfworld" in args.env_id.lower():  # renaming is ALFWorld's (see the field)
+            argv += ["--rename-copies", str(args.base_rename_copies)]
         if args.base_demo_episodes is not None:
             argv += ["--demo-episodes", str(args.base_demo_episodes)]
         print(f"base policy: behaviour cloning into {model_dir.parent}", flush=True)

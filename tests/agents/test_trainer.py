@@ -84,6 +84,16 @@ def test_every_algorithm_trains_on_webshop(tmp_path, key, response_format):
     assert float(rows[-1]["train/episode_turns"]) >= 1
 
 
+def test_the_default_preset_makes_a_webshop_base_without_renaming(tmp_path):
+    # HiPER's tiny-cpu preset renames ALFWorld demonstrations; on WebShop the base is plain
+    argv = ["--env-id", "HiPER-WebShop-v0", "--output-dir", str(tmp_path), "--run-name", "w"]
+    argv += ["--base-policy", "sft", "--base-sft-steps", "2", "--base-demo-episodes", "2"]
+    argv += ["--num-iterations", "1", "--num-envs", "2", "--max-turns", "8", "--eval-episodes", "2"]
+    assert trainer.main([*argv, "--no-progress", "--no-tensorboard"]) == 0
+    config = json.loads((tmp_path / "w" / "base" / "config.json").read_text())
+    assert config["rename_copies"] == 0 and config["max_steps"] == 2
+
+
 def small(preset, **changes):
     return dataclasses.replace(
         preset(), num_envs=4, max_turns=3, env_workers=0, tensorboard=False, **changes
