@@ -97,8 +97,8 @@ def tiny_cpu_preset() -> Args:
       value drift down with the shaping penalties (to about -7 in 40 iterations).
     * ``keep_penalty=0`` (authors -0.3): under constrained decoding a KEEP copies the subgoal
       exactly; the penalty drove a from-scratch model to SWITCH every turn.
-    * ``num_iterations=110``: the base and 110 iterations take about 15 of the 20 minutes on 2
-      cores.
+    * ``num_iterations=110``: the base and 110 iterations took 8.7 of the 20 minutes on 2 cores
+      (held-out 0.54, training games 0.97).
 
     Everything else (HAE lambdas and gamma, clipping, entropy) is the authors'.
     """
