@@ -1515,9 +1515,9 @@ def held_out_name(eval_split: str | None, env_id: str | None) -> str:
     """The split a summary names: ``held-out`` (or none given) resolved as the trainer does."""
     if eval_split not in (None, "held-out"):
         return str(eval_split)
-    from hiper_gym.agents.trainer import HELD_OUT_SPLITS
+    from hiper_gym.agents.learner_setup import held_out_split
 
-    return HELD_OUT_SPLITS["webshop" if "webshop" in (env_id or "").lower() else "alfworld"]
+    return held_out_split(env_id)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def subgoal_use(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     segments: list[tuple[str | None, list[str]]] = []
     previous_episode = None
     for row in rows:
-        if row["switch"] or row["episode"] != previous_episode or not segments:
+        if row["switch"] or row["episode"] != previous_episode:  # the first row too
             segments.append((row["subgoal"], []))
         segments[-1][1].append(str(row["action"]))
         previous_episode = row["episode"]
@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(success_summary(summary, title=title))
     if eval_args.output:
         Path(eval_args.output).write_text(json.dumps(summary, indent=2))
-    if transcript is not None and eval_args.transcripts:
+    if transcript is not None:  # --transcripts given
         text = "".join(json.dumps(row) + "\n" for row in transcript)
         Path(eval_args.transcripts).write_text(text)
         use = subgoal_use(transcript)

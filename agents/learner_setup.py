@@ -124,6 +124,20 @@ def env_factory(
     )
 
 
+#: Each env family's held-out split: ALFWorld's unseen rooms, WebShop's test goals (upstream's).
+HELD_OUT_SPLITS = {"alfworld": "valid_unseen", "webshop": "test"}
+
+
+def env_family(env_id: str | None) -> str:
+    """``"webshop"`` for a WebShop env id, else ``"alfworld"`` (the suite's default env)."""
+    return "webshop" if "webshop" in (env_id or "").lower() else "alfworld"
+
+
+def held_out_split(env_id: str | None) -> str:
+    """The held-out split of ``env_id``'s family (what ``--eval-split held-out`` means)."""
+    return HELD_OUT_SPLITS[env_family(env_id)]
+
+
 def env_settings(args: Any) -> dict[str, Any]:
     """The :func:`env_factory` settings of a run's arguments (the trainer's, ``sft``'s).
 

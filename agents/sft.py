@@ -77,8 +77,10 @@ from hiper_gym.agents.learner_setup import (
     build_env_tokenizer,
     build_models,
     env_factory,
+    env_family,
     env_settings,
     env_texts,
+    held_out_split,
     is_config_only,
     load_tokenizer,
     make_envs,
@@ -113,8 +115,6 @@ METRIC_COLUMNS = (
     "learning_rate",
     "seconds",
 )
-#: The held-out split each env evaluates on when ``--eval-split`` is not given.
-HELD_OUT_SPLITS = {"HiPER-ALFWorld-v0": "valid_unseen", "HiPER-WebShop-v0": "test"}
 #: WebShop commands that only move between pages: the navigation of a WebShop subgoal.
 _WEBSHOP_NAVIGATION = re.compile(r"search\[.*\]|click\[(next >|< prev|back to search)\]")
 
@@ -637,7 +637,7 @@ def renamed_demonstrations(
             response_ids(grammar, command, commands, subgoal, switch),
         )
 
-    placeholders = is_config_only(args.model)  # the tiny tokenizer added them (build_tokenizer)
+    placeholders = PLACEHOLDER_WORDS[0] in tokenizer.get_vocab()  # added by build_tokenizer
     return renamed_copies(
         demos.turns,
         args.rename_copies,
@@ -691,9 +691,9 @@ def load_demonstrations(path: Path) -> DemoSet:
 # ---------------------------------------------------------------------------------------------
 
 
-def held_out_split(args: Args) -> str | None:
+def evaluation_split(args: Args) -> str:
     """The split of the held-out evaluation (``--eval-split``, else the env's held-out split)."""
-    return args.eval_split or HELD_OUT_SPLITS.get(args.env_id)
+    return args.eval_split or held_out_split(args.env_id)
 
 
 def build_tokenizer(args: Args) -> PreTrainedTokenizerBase:
@@ -705,7 +705,7 @@ def build_tokenizer(args: Args) -> PreTrainedTokenizerBase:
     """
     if not is_config_only(args.model):
         return load_tokenizer(args.model)
-    splits = dict.fromkeys([args.train_split, held_out_split(args)])
+    splits = dict.fromkeys([args.train_split, evaluation_split(args)])
     envs = [make_env(args, split) for split in splits]
     try:
         if not is_webshop(envs[0]):
@@ -998,7 +998,7 @@ def evaluate_base(state: SFTState) -> dict[str, Any]:
     args = state.args
     grammar = state.grammar if args.constrained_decoding else None
     results: dict[str, Any] = {}
-    for split in dict.fromkeys([args.train_split, held_out_split(args)]):
+    for split in dict.fromkeys([args.train_split, evaluation_split(args)]):
         envs = make_envs(
             args.env_id,
             args.eval_envs,
@@ -1088,7 +1088,7 @@ def validate(args: Args) -> list[str]:
     problems += data_dir_problems(args.data_dir)
     if args.rename_copies < 0:
         problems.append(f"--rename-copies must be >= 0, got {args.rename_copies}")
-    if args.rename_copies and "alfworld" not in args.env_id.lower():
+    if args.rename_copies and env_family(args.env_id) != "alfworld":
         problems.append("--rename-copies renames ALFWorld's objects and receptacles: ALFWorld only")
     return problems + device_problems(args.device) + model_problems(args.model)
 

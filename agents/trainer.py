@@ -60,7 +60,9 @@ from hiper_gym.agents.learner_setup import (
     build_models,
     draw_games,
     env_factory,
+    env_family,
     env_settings,
+    held_out_split,
     is_config_only,
     load_tokenizer,
     make_envs,
@@ -754,16 +756,11 @@ def build_optimizers(
     return actor_optimizer, critic_optimizer
 
 
-#: What ``--eval-split held-out`` means per env family (upstream's held-out splits).
-HELD_OUT_SPLITS = {"alfworld": "valid_unseen", "webshop": "test"}
-
-
 def eval_split(args: TrainArgs) -> str | None:
     """The evaluation split, with ``held-out`` resolved for the env."""
     if args.eval_split != "held-out":
         return args.eval_split
-    family = "webshop" if "webshop" in args.env_id.lower() else "alfworld"
-    return HELD_OUT_SPLITS[family]
+    return held_out_split(args.env_id)
 
 
 def eval_envs(args: TrainArgs, count: int, split: str | None = None) -> list[Any]:
@@ -1414,7 +1411,7 @@ def make_base_policy(args: TrainArgs, run_dir: Path, ranks: Ranks) -> tuple[int,
         argv = as_flags(args, BASE_POLICY_SETTINGS)
         argv += ["--output-dir", str(run_dir), "--run-name", "base", "--eval-episodes", "0"]
         argv += ["--max-steps", str(args.base_sft_steps)]
-        if "alfworld" in args.env_id.lower():  # renaming is ALFWorld's (see the field)
+        if env_family(args.env_id) == "alfworld":  # renaming is ALFWorld's (see the field)
             argv += ["--rename-copies", str(args.base_rename_copies)]
         if args.base_demo_episodes is not None:
             argv += ["--demo-episodes", str(args.base_demo_episodes)]
