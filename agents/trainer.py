@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import tyro
 
+from hiper_gym import DataError
 from hiper_gym.agents import distributed, losses
 from hiper_gym.agents.checkpoint import (
     TOKENIZER_DIR,
@@ -75,8 +76,6 @@ from hiper_gym.agents.policy import TurnBatch, critic_forward, pad_turns, policy
 from hiper_gym.agents.rollout import Rollout, Turn, collect_rollout
 from hiper_gym.agents.run_logger import CURVE_FILE, QuietLogger, RunLogger, plot_learning_curve
 from hiper_gym.agents.sampler import Sampler, make_sampler
-from hiper_gym.alfworld.data import GameDataError
-from hiper_gym.webshop.catalogue import WebShopDataError
 
 #: ``hiper-gym train ALGO``: algorithm name -> module defining ``ALGORITHM``.
 ALGORITHMS: dict[str, str] = {
@@ -1322,10 +1321,6 @@ def fail(message: str) -> int:
     return 2
 
 
-#: What the envs raise for unusable data (a ``--data-dir`` without games, a corrupt file).
-DATA_ERRORS = (GameDataError, WebShopDataError)
-
-
 def run_training(algorithm: Algorithm) -> int:
     """Validate, build (or resume) the learner, and run the train loop."""
     problems = validate(algorithm)
@@ -1345,7 +1340,7 @@ def run_training(algorithm: Algorithm) -> int:
     tokenizer_dir = Path(algorithm.args.resume) / TOKENIZER_DIR if state is not None else None
     try:
         learner = build_learner(algorithm, tokenizer_dir)
-    except DATA_ERRORS as error:  # e.g. a --data-dir without the split's games
+    except DataError as error:  # e.g. a --data-dir without the split's games
         return fail(str(error))
     if state is not None:
         restore_learner(learner, state)

@@ -28,6 +28,14 @@ class ResetNeededError(ResetNeeded, RuntimeError):
     """
 
 
+class DataError(ValueError):
+    """An env's data (a game file, a catalogue, a ``data_dir`` tree) that it cannot use.
+
+    ALFWorld's ``GameDataError`` and WebShop's ``WebShopDataError`` are its kinds, so a caller
+    that builds either env catches one class (the message names the file or the split).
+    """
+
+
 #: id -> (entry point, step limit)
 _ENVS: dict[str, tuple[str, int]] = {
     "HiPER-ALFWorld-v0": ("hiper_gym.alfworld.env:ALFWorldEnv", 50),

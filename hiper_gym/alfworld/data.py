@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hiper_gym import DataError
+
 #: ALFWorld's task types, by the ids its configs use (1-6).
 TASK_TYPES: dict[int, str] = {
     1: "pick_and_place_simple",
@@ -46,7 +48,7 @@ MAX_GAME_FILE_BYTES = 16 * 2**20
 _SKIPPED_PATH_MARKERS: tuple[str, ...] = ("movable", "Sliced")
 
 
-class GameDataError(ValueError):
+class GameDataError(DataError):
     """A game selection or a game file that the environment cannot play, with the reason."""
 
 
