@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,8 @@ KEPT_NAMES = frozenset(
 )
 #: Made-up names (``zqaa`` ... ``zqhh``) a word-level tokenizer adds for renamed copies.
 PLACEHOLDER_WORDS = tuple("zq" + a + b for a, b in itertools.product("abcdefgh", repeat=2))
+#: ``encode(prompt, command, commands, subgoal, switch)``: a turn's prompt and response token ids.
+Encode = Callable[[str, str, list[str], str | None, bool], tuple[list[int], list[int]]]
 #: An entity in a command: a name followed by its number (``countertop 1``).
 _ENTITY = re.compile(r"\b([a-z]+) \d+\b")
 
@@ -67,7 +69,7 @@ def episode_mapping(
     return {name: free[index] for name, index in zip(renamed, chosen, strict=True)}
 
 
-def renamed_turn(turn: Any, mapping: Mapping[str, str], episode: int, encode: Any) -> Any:
+def renamed_turn(turn: Any, mapping: Mapping[str, str], episode: int, encode: Encode) -> Any:
     """A copy of a :class:`~hiper_gym.agents.sft.Demonstration` under ``mapping``.
 
     ``encode(prompt, command, commands, subgoal, switch)`` returns the copy's prompt and response
@@ -97,7 +99,7 @@ def renamed_copies(
     copies: int,
     pool: Sequence[str],
     rng: np.random.Generator,
-    encode: Any,
+    encode: Encode,
     first_episode: int,
 ) -> list[Any]:
     """``copies`` renamed copies of every demonstration episode in ``turns``, numbered on."""
